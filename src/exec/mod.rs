@@ -1,0 +1,1 @@
+//! Executors: the trait, the shared bash wrapper, and retries. (in progress)

@@ -1,0 +1,1 @@
+//! The seed GraphQL query-variable shapes. (in progress)

@@ -1,0 +1,21 @@
+//! csm-agent: an open, small and safe implementation of Harness's Custom Secrets Manager.
+//!
+//! # Layout
+//! - [`error`]: stable error kinds shared by the CLI, executors and wire protocol.
+//! - [`secret`]: secret-bearing value types.
+//! - [`template`]: template documents and injection-proof rendering.
+//! - [`mask`]: masking of values in script output, and capped log capture.
+//! - [`exec`]: the executor trait, the shared bash wrapper, retries; `exec::local` runs
+//!   scripts on this host, `exec::ssh` on a target host.
+//! - [`input`]: the seed's GraphQL query-variable shapes, as `test-run --input` reads them.
+//! - [`cli`]: command-line parsing and the `test-run` command.
+
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod input;
+pub mod mask;
+pub mod secret;
+pub mod template;
+
+pub use error::{ErrorKind, Kind};
