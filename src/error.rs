@@ -85,7 +85,10 @@ impl ErrorKind {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::ScriptFailed | ErrorKind::Timeout | ErrorKind::SshConnect | ErrorKind::Internal
+            ErrorKind::ScriptFailed
+                | ErrorKind::Timeout
+                | ErrorKind::SshConnect
+                | ErrorKind::Internal
         )
     }
 }

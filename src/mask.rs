@@ -43,7 +43,10 @@ impl LogCapture {
     }
     /// End of stream.
     pub fn finish(self) -> CapturedLog {
-        CapturedLog { text: self.buf, cut_bytes: 0 }
+        CapturedLog {
+            text: self.buf,
+            cut_bytes: 0,
+        }
     }
 }
 

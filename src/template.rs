@@ -63,15 +63,21 @@ impl Kind for TemplateError {
 impl Template {
     /// Parse a template document (JSON with `scriptString`) or a plain bash script.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
-        Ok(Template { script: text.to_owned() })
+        Ok(Template {
+            script: text.to_owned(),
+        })
     }
     /// Build from a parsed document.
     pub fn from_document(doc: TemplateDocument) -> Result<Template, TemplateError> {
-        Ok(Template { script: doc.script_string })
+        Ok(Template {
+            script: doc.script_string,
+        })
     }
     /// A plain script; its declared variables are the ones supplied.
     pub fn from_script(script: impl Into<String>) -> Template {
-        Template { script: script.into() }
+        Template {
+            script: script.into(),
+        }
     }
     /// The document's name.
     pub fn name(&self) -> Option<&str> {
@@ -90,7 +96,13 @@ impl Template {
         &self.script
     }
     /// Render with values (and values for `${secrets.getValue("x")}` references).
-    pub fn render(&self, _vars: &Variables, _secrets: &Variables) -> Result<RenderedScript, TemplateError> {
-        Ok(RenderedScript { text: crate::secret::secret_bytes(self.script.as_bytes().to_vec()) })
+    pub fn render(
+        &self,
+        _vars: &Variables,
+        _secrets: &Variables,
+    ) -> Result<RenderedScript, TemplateError> {
+        Ok(RenderedScript {
+            text: crate::secret::secret_bytes(self.script.as_bytes().to_vec()),
+        })
     }
 }

@@ -1,1 +1,382 @@
-//! Executors: the trait, the shared bash wrapper, and retries. (in progress)
+//! Running rendered scripts: the [`Executor`] trait, the job description, attempt
+//! interpretation and retries.
+//!
+//! An executor runs one attempt of one job and reports what the wrapper saw. Everything
+//! that is the same wherever the script ran stays here: how a report becomes a secret or an
+//! error, the retry policy, and the final masking of logs with the returned secret.
+//! [`local`] runs on this host; [`ssh`] runs on a target host.
+//!
+//! Executors are shared (`Arc<dyn Executor>`) and run many jobs concurrently; each attempt
+//! takes a [`CancellationToken`] and kills its process tree when cancelled or dropped.
+
+pub mod local;
+pub mod ssh;
+pub mod wrapper;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ErrorKind, Kind};
+use crate::mask::{CapturedLog, Masker};
+use crate::secret::{SecretBytes, Variables};
+use crate::template::RenderedScript;
+use wrapper::{FrameError, Report};
+
+/// Harness's default working directory.
+pub const DEFAULT_COMMAND_PATH: &str = "/tmp";
+/// Harness FirstGen's per-attempt limit.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many bytes of masked stderr an error message quotes.
+const ERROR_TAIL: usize = 512;
+
+/// Resource bounds for one attempt.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of stdout kept; the rest is drained and counted.
+    pub stdout_cap: usize,
+    /// Bytes of stderr kept.
+    pub stderr_cap: usize,
+    /// Largest secret accepted.
+    pub max_secret: usize,
+    /// Time between SIGTERM and SIGKILL at the deadline.
+    pub grace: Duration,
+    /// How long to keep draining output after the script has exited, for a descendant that
+    /// escaped the process group while holding a pipe.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stdout_cap: 1 << 20,
+            stderr_cap: 1 << 20,
+            max_secret: 4 << 20,
+            grace: Duration::from_secs(2),
+            drain: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One secret fetch, ready to run: the rendered script and where and how to run it.
+#[derive(Debug)]
+pub struct Job {
+    /// The rendered script, values bound.
+    pub script: RenderedScript,
+    /// The working directory on the host that runs the script.
+    pub command_path: String,
+    /// Per-attempt deadline.
+    pub timeout: Duration,
+    /// Output and timing bounds.
+    pub limits: Limits,
+    /// The values to mask: every variable value. The secret is added after the run.
+    pub values: Arc<Variables>,
+    /// A masker built from `values`.
+    pub masker: Arc<Masker>,
+}
+
+impl Job {
+    /// A job with default limits, masking every value in `values`.
+    pub fn new(
+        script: RenderedScript,
+        command_path: impl Into<String>,
+        timeout: Duration,
+        values: Arc<Variables>,
+    ) -> Job {
+        let masker = Arc::new(Masker::new(values.iter().map(|(_, v)| v.expose_secret())));
+        Job {
+            script,
+            command_path: command_path.into(),
+            timeout,
+            limits: Limits::default(),
+            values,
+            masker,
+        }
+    }
+}
+
+/// Why an attempt or a task failed. Messages name paths, hosts and exit codes; the only
+/// script output they quote is masked.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// commandPath is missing or not a directory.
+    #[error("commandPath {path:?} does not exist or is not a directory")]
+    CommandPath {
+        /// The path as given.
+        path: String,
+    },
+    /// The script exited non-zero.
+    #[error("the script exited with status {code}{}", fmt_tail(.stderr_tail))]
+    ScriptFailed {
+        /// Its exit status.
+        code: i32,
+        /// The end of its masked stderr.
+        stderr_tail: String,
+    },
+    /// The script ended without reporting: killed by a signal, or it `exec`ed away.
+    #[error("the script ended without reporting a result ({how}){}", fmt_tail(.stderr_tail))]
+    NoReport {
+        /// How the process ended, e.g. "killed by signal 9".
+        how: String,
+        /// The end of its masked stderr.
+        stderr_tail: String,
+    },
+    /// The wrapper's result stream was unusable.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Harness's rule: empty or `null` is not a secret.
+    #[error("The custom shell script returned an empty or null value")]
+    EmptySecret,
+    /// The attempt was killed at its deadline.
+    #[error("the script did not finish within {} and was killed with its process tree", fmt_duration(*.after))]
+    Timeout {
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The caller cancelled the task.
+    #[error("the task was cancelled")]
+    Cancelled,
+    /// The request asks for something not available.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The agent itself failed (spawn, pipes).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// SSH connection, authentication or host-key failure.
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+}
+
+fn fmt_tail(tail: &str) -> String {
+    let t = tail.trim_end();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr ends: {t}")
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+impl Kind for ExecError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ExecError::CommandPath { .. } => ErrorKind::CommandPath,
+            ExecError::ScriptFailed { .. } | ExecError::NoReport { .. } | ExecError::Frame(_) => {
+                ErrorKind::ScriptFailed
+            }
+            ExecError::EmptySecret => ErrorKind::EmptySecret,
+            ExecError::Timeout { .. } => ErrorKind::Timeout,
+            ExecError::Cancelled => ErrorKind::Cancelled,
+            ExecError::Unsupported(_) => ErrorKind::Unsupported,
+            ExecError::Io { .. } => ErrorKind::Internal,
+            ExecError::Ssh(e) => e.kind(),
+        }
+    }
+}
+
+/// How an attempt's process ended, when the executor could observe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Not observed (e.g. an SSH channel closed without an exit status).
+    Unknown,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit status {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Unknown => f.write_str("no exit status"),
+        }
+    }
+}
+
+/// What one attempt produced before interpretation.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The wrapper's report, or why the attempt could not produce one.
+    pub report: Result<Option<Report>, ExecError>,
+    /// How the process ended.
+    pub exit: Exit,
+    /// Masked, capped stdout (over SSH, empty: the script's stdout is merged into stderr).
+    pub stdout: CapturedLog,
+    /// Masked, capped stderr.
+    pub stderr: CapturedLog,
+}
+
+impl Attempt {
+    /// An attempt that failed before the script ran.
+    pub fn failed(err: ExecError) -> Attempt {
+        Attempt {
+            report: Err(err),
+            exit: Exit::Unknown,
+            stdout: CapturedLog::default(),
+            stderr: CapturedLog::default(),
+        }
+    }
+}
+
+/// A boxed future, so that `Executor` stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs one attempt of a job somewhere. Implementations must kill everything the attempt
+/// started when the deadline passes, when `cancel` fires, and when the future is dropped.
+pub trait Executor: Send + Sync {
+    /// Run one attempt.
+    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Attempt>;
+}
+
+/// How many attempts to make, and how far apart.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, at least 1.
+    pub attempts: u32,
+    /// The pause between attempts.
+    pub delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Harness: up to 3 attempts, 1 s apart.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The end of a task: the secret or the last error, with the last attempt's logs.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The secret, or why there is none.
+    pub result: Result<SecretBytes, ExecError>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Wall time across all attempts.
+    pub elapsed: Duration,
+    /// The last attempt's masked stdout.
+    pub stdout: CapturedLog,
+    /// The last attempt's masked stderr.
+    pub stderr: CapturedLog,
+}
+
+/// Run `job` on `executor` with retries, and turn the wrapper's report into a result.
+///
+/// Only retryable kinds are retried (see [`ErrorKind::retryable`]); `empty_secret` is
+/// final, as in Harness.
+pub async fn run(
+    executor: &dyn Executor,
+    job: &Job,
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let start = Instant::now();
+    let attempts = policy.attempts.max(1);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let attempt = executor.execute(job, cancel.clone()).await;
+        let (result, stdout, stderr) = interpret(job, attempt);
+        let again = match &result {
+            Err(e) => n < attempts && e.kind().retryable() && !cancel.is_cancelled(),
+            Ok(_) => false,
+        };
+        if !again {
+            return Outcome {
+                result,
+                attempts: n,
+                elapsed: start.elapsed(),
+                stdout,
+                stderr,
+            };
+        }
+        if let Err(e) = &result {
+            tracing::info!(attempt = n, kind = %e.kind(), "attempt failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(policy.delay) => {}
+            _ = cancel.cancelled() => {
+                return Outcome {
+                    result: Err(ExecError::Cancelled),
+                    attempts: n,
+                    elapsed: start.elapsed(),
+                    stdout,
+                    stderr,
+                };
+            }
+        }
+    }
+}
+
+/// Turn one attempt into a result, masking its logs with the secret too.
+fn interpret(
+    job: &Job,
+    attempt: Attempt,
+) -> (Result<SecretBytes, ExecError>, CapturedLog, CapturedLog) {
+    let Attempt {
+        report,
+        exit,
+        mut stdout,
+        mut stderr,
+    } = attempt;
+    // Any secret the script set is masked from its logs, whether or not it succeeded.
+    if let Ok(Some(Report::Done { secret, .. })) = &report {
+        let masker = Masker::new(
+            job.values
+                .iter()
+                .map(|(_, v)| v.expose_secret())
+                .chain(std::iter::once(secret.expose_secret())),
+        );
+        stdout.remask(&masker);
+        stderr.remask(&masker);
+    }
+    let tail = || stderr.tail(ERROR_TAIL);
+    let result = match report {
+        Err(e) => Err(e),
+        Ok(None) => Err(ExecError::NoReport {
+            how: exit.to_string(),
+            stderr_tail: tail(),
+        }),
+        Ok(Some(Report::CommandPath)) => Err(ExecError::CommandPath {
+            path: job.command_path.clone(),
+        }),
+        Ok(Some(Report::Unset { rc: 0 })) => Err(ExecError::EmptySecret),
+        Ok(Some(Report::Unset { rc })) => Err(ExecError::ScriptFailed {
+            code: rc,
+            stderr_tail: tail(),
+        }),
+        Ok(Some(Report::Done { rc, secret })) => {
+            if rc != 0 {
+                Err(ExecError::ScriptFailed {
+                    code: rc,
+                    stderr_tail: tail(),
+                })
+            } else if wrapper::is_empty_secret(&secret) {
+                Err(ExecError::EmptySecret)
+            } else {
+                Ok(secret)
+            }
+        }
+    };
+    (result, stdout, stderr)
+}
