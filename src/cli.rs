@@ -11,11 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, Kind};
 use crate::exec::local::{EnvPolicy, LocalExecutor};
+use crate::exec::ssh::{
+    self, HostKeyPolicy, SshAuth, SshConfig, SshCredential, SshExecutor, SshPool, SshTarget,
+};
 use crate::exec::{self, Executor, Job, Outcome, RetryPolicy};
 use crate::input::{self, CustomSecretManagerInput};
 use crate::mask::Masker;
@@ -80,6 +83,50 @@ pub struct TestRunArgs {
     /// Do not print the script's (masked) output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// SSH options: run on a target host instead of locally.
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+/// `test-run` options for running on a target host over SSH.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SshArgs {
+    /// Run on this host over SSH (overrides the input's host).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// SSH port [default: the connector's, else 22].
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// SSH login user.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Private key file (OpenSSH or PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_file")]
+    pub identity_file: Option<PathBuf>,
+    /// File holding the private key's passphrase.
+    #[arg(long, value_name = "FILE", requires = "identity_file")]
+    pub passphrase_file: Option<PathBuf>,
+    /// File holding the password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Connector file: Harness's sshCredential JSON plus hostKeys (see docs/connector.md).
+    #[arg(long, value_name = "FILE")]
+    pub connector: Option<PathBuf>,
+    /// A value for a secret id the connector names, read from a file.
+    #[arg(long = "secret-file", value_name = "ID=PATH")]
+    pub secret_files: Vec<String>,
+    /// known_hosts file to trust (repeatable) [default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts].
+    #[arg(long = "known-hosts", value_name = "FILE")]
+    pub known_hosts: Vec<PathBuf>,
+    /// A trusted host key: a known_hosts line or a SHA256: fingerprint (repeatable).
+    #[arg(long = "host-key", value_name = "KEY")]
+    pub host_keys: Vec<String>,
+    /// Accept ANY host key, unverified. Logs a warning on every connection.
+    #[arg(long)]
+    pub insecure_accept_any_host_key: bool,
+    /// TCP connect timeout in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
 }
 
 /// An error as `test-run` reports it: a stable kind and a message free of values.
@@ -107,12 +154,19 @@ fn invalid(message: impl Into<String>) -> Failure {
     }
 }
 
+/// Where `test-run` runs the script.
+enum Target {
+    Local,
+    Ssh(SshTarget),
+}
+
 /// Everything `test-run` needs, resolved from flags, files and the input document.
 struct Plan {
     template: Template,
     vars: Variables,
     command_path: String,
     timeout: Duration,
+    target: Target,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
@@ -140,15 +194,11 @@ fn plan(args: &TestRunArgs) -> Result<Plan, Failure> {
         }
         None => CustomSecretManagerInput::default(),
     };
-    if input.execute_on_delegate == Some(false) {
-        return Err(Failure {
-            kind: ErrorKind::Unsupported,
-            message:
-                "executeOnDelegate: false (run on a target host over SSH) is not supported yet; \
-                      csm-agent will not fall back to running it locally"
-                    .into(),
-        });
-    }
+    let target = if args.ssh.host.is_some() || input.execute_on_delegate == Some(false) {
+        Target::Ssh(ssh_target(&args.ssh, &input)?)
+    } else {
+        Target::Local
+    };
 
     let mut vars = input.variables()?;
     for v in &args.vars {
@@ -176,6 +226,146 @@ fn plan(args: &TestRunArgs) -> Result<Plan, Failure> {
         vars,
         command_path,
         timeout,
+        target,
+    })
+}
+
+/// Read a secret from a file. One trailing newline (as `echo pw > file` leaves) is not part
+/// of the secret.
+fn read_secret(path: &Path, what: &str) -> Result<SecretString, Failure> {
+    let bytes = zeroize::Zeroizing::new(read_file(path, what)?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| invalid(format!("{what} is not UTF-8")))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    Ok(SecretString::from(text.to_string()))
+}
+
+/// Resolve the SSH target from flags, the connector file and the input document.
+/// Flags win over the connector, and the connector over the input.
+fn ssh_target(a: &SshArgs, input: &CustomSecretManagerInput) -> Result<SshTarget, Failure> {
+    let host = a
+        .host
+        .clone()
+        .or_else(|| input.host.clone())
+        .ok_or_else(|| {
+            invalid("executeOnDelegate is false but no host is given (--host or the input's host)")
+        })?;
+    let connector = match &a.connector {
+        Some(p) => {
+            let text = String::from_utf8(read_file(p, "connector")?)
+                .map_err(|_| invalid("the connector is not UTF-8"))?;
+            let c = input::parse_connector(&text)?;
+            if let (Some(want), Some(have)) = (&input.connector_id, &c.id) {
+                if want != have {
+                    return Err(invalid(format!("the input's connectorId {want:?} does not match the connector file's id {have:?}")));
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let mut secret_files = std::collections::BTreeMap::new();
+    for s in &a.secret_files {
+        let (id, path) = parse_assignment(s, "--secret-file")?;
+        secret_files.insert(id.to_string(), PathBuf::from(path));
+    }
+    let lookup = |id: &str| -> Result<SecretString, Failure> {
+        if let Some(p) = secret_files.get(id) {
+            return read_secret(p, &format!("the file for secret {id}"));
+        }
+        match connector.as_ref().and_then(|c| c.secrets.get(id)) {
+            Some(input::SecretSource::File(p)) => read_secret(Path::new(p), &format!("the file for secret {id}")),
+            Some(input::SecretSource::Value(v)) => Ok(v.clone()),
+            None => Err(invalid(format!(
+                "the connector refers to secret {id:?}, which was not supplied (use --secret-file {id}=PATH or the connector's \"secrets\")"
+            ))),
+        }
+    };
+
+    let auth_from_flags = if let Some(f) = &a.identity_file {
+        Some(SshAuth::KeyFile {
+            path: f.clone(),
+            passphrase: a
+                .passphrase_file
+                .as_deref()
+                .map(|p| read_secret(p, "passphrase file"))
+                .transpose()?,
+        })
+    } else if let Some(f) = &a.password_file {
+        Some(SshAuth::Password(read_secret(f, "password file")?))
+    } else {
+        None
+    };
+    let conn_auth = connector
+        .as_ref()
+        .and_then(|c| c.ssh_authentication.as_ref());
+    let auth = match (auth_from_flags, conn_auth) {
+        (Some(auth), _) => auth,
+        (None, Some(sa)) => {
+            let m = &sa.ssh_authentication_method;
+            match m.ssh_credential_type.as_str() {
+                "SSH_KEY" => {
+                    let k = m.inline_ssh_key.as_ref().ok_or_else(|| invalid("SSH_KEY needs inlineSSHKey"))?;
+                    SshAuth::Key {
+                        private_key: lookup(&k.ssh_key_secret_file_id)?,
+                        passphrase: k.passphrase_secret_id.as_deref().map(lookup).transpose()?,
+                    }
+                }
+                "SSH_KEY_FILE_PATH" => {
+                    let k = m.ssh_key_file.as_ref().ok_or_else(|| invalid("SSH_KEY_FILE_PATH needs sshKeyFile"))?;
+                    SshAuth::KeyFile {
+                        path: PathBuf::from(&k.path),
+                        passphrase: k.passphrase_secret_id.as_deref().map(lookup).transpose()?,
+                    }
+                }
+                "PASSWORD" => {
+                    let p = m.server_password.as_ref().ok_or_else(|| invalid("PASSWORD needs serverPassword"))?;
+                    SshAuth::Password(lookup(&p.password_secret_id)?)
+                }
+                other => return Err(invalid(format!("sshCredentialType {other:?} is not supported (SSH_KEY, SSH_KEY_FILE_PATH, PASSWORD)"))),
+            }
+        }
+        (None, None) => {
+            return Err(invalid(
+                "SSH needs credentials: --identity-file, --password-file or --connector",
+            ))
+        }
+    };
+    let user = a
+        .user
+        .clone()
+        .or_else(|| conn_auth.map(|s| s.user_name.clone()))
+        .ok_or_else(|| invalid("SSH needs a user: --user or the connector's userName"))?;
+    let port = a
+        .port
+        .or_else(|| conn_auth.and_then(|s| s.port))
+        .unwrap_or(ssh::DEFAULT_PORT);
+
+    let host_keys = if a.insecure_accept_any_host_key {
+        HostKeyPolicy::InsecureAcceptAny
+    } else {
+        let mut known_hosts: Vec<PathBuf> = a.known_hosts.clone();
+        let mut pinned = a.host_keys.clone();
+        if let Some(c) = &connector {
+            known_hosts.extend(c.known_hosts.iter().map(PathBuf::from));
+            pinned.extend(c.host_keys.iter().cloned());
+        }
+        if known_hosts.is_empty() && pinned.is_empty() {
+            if let Some(home) = std::env::var_os("HOME") {
+                known_hosts.push(Path::new(&home).join(".ssh/known_hosts"));
+            }
+            known_hosts.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
+        }
+        HostKeyPolicy::Strict {
+            known_hosts,
+            pinned,
+        }
+    };
+    Ok(SshTarget {
+        host,
+        port,
+        credential: Arc::new(SshCredential::new(user, auth)),
+        host_keys: Arc::new(host_keys),
     })
 }
 
@@ -192,24 +382,25 @@ pub async fn test_run(args: &TestRunArgs, out: &mut dyn Write, err: &mut dyn Wri
         Ok(r) => r,
         Err(e) => return report_failure(args, None, &masked(&masker, e.into()), out, err),
     };
-    if !Path::new(&plan.command_path).is_dir() {
-        let f = Failure {
-            kind: ErrorKind::CommandPath,
-            message: format!(
-                "commandPath {:?} does not exist or is not a directory",
-                plan.command_path
-            ),
-        };
-        return report_failure(args, None, &f, out, err);
-    }
     let job = Job::new(rendered, plan.command_path, plan.timeout, vars.clone());
-    let executor = LocalExecutor::new(&EnvPolicy::with_extra(args.env_allow.iter().cloned()));
+    let executor: Box<dyn Executor> = match plan.target {
+        Target::Local => Box::new(LocalExecutor::new(&EnvPolicy::with_extra(
+            args.env_allow.iter().cloned(),
+        ))),
+        Target::Ssh(target) => {
+            let config = SshConfig {
+                connect_timeout: Duration::from_secs_f64(args.ssh.connect_timeout.max(0.001)),
+                ..SshConfig::default()
+            };
+            Box::new(SshExecutor::new(SshPool::new(config), target))
+        }
+    };
     let policy = RetryPolicy {
         attempts: args.attempts.max(1),
         delay: Duration::from_secs_f64(args.retry_delay.max(0.0)),
     };
     let cancel = CancellationToken::new();
-    let outcome = run_with_ctrl_c(&executor, &job, &policy, &cancel).await;
+    let outcome = run_with_ctrl_c(executor.as_ref(), &job, &policy, &cancel).await;
     report(args, &masker, outcome, out, err)
 }
 

@@ -110,6 +110,9 @@ pub enum InputError {
     /// The document has no `customSecretManagerInput`.
     #[error("customSecretManagerInput is missing")]
     MissingCustom,
+    /// The connector file is unusable.
+    #[error("invalid connector: {0}")]
+    Connector(String),
     /// A test variable is named twice.
     #[error("test variable {0:?} is given more than once")]
     Duplicate(String),
@@ -227,4 +230,120 @@ mod tests {
             Err(InputError::NotCustom(_))
         ));
     }
+}
+
+/// A connector file: Harness's `sshCredential` input, plus host keys and a way to supply the
+/// secrets its ids refer to. The object may also be wrapped as `{"sshCredential": {…}}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorFile {
+    /// The connector's id, checked against the input's `connectorId` when both are given.
+    pub id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Must be `SSH` when given.
+    pub authentication_scheme: Option<String>,
+    /// User, port and method.
+    pub ssh_authentication: Option<SshAuthentication>,
+    /// The `createSecret` wrapping, when the file holds the whole input.
+    pub ssh_credential: Option<Box<ConnectorFile>>,
+    /// Trusted host keys: known_hosts lines or `SHA256:` fingerprints.
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    /// known_hosts files to trust.
+    #[serde(default)]
+    pub known_hosts: Vec<String>,
+    /// Values for the secret ids the method names.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+}
+
+/// Where a connector secret's value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SecretSource {
+    /// A file holding the value, byte for byte.
+    File(String),
+    /// The value inline (the connector file is then itself a secret).
+    Value(secrecy::SecretString),
+}
+
+/// `sshAuthentication`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshAuthentication {
+    /// Login user.
+    pub user_name: String,
+    /// Port; 22 when absent.
+    pub port: Option<u16>,
+    /// How to authenticate.
+    pub ssh_authentication_method: SshAuthenticationMethod,
+}
+
+/// `sshAuthenticationMethod`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshAuthenticationMethod {
+    /// `SSH_KEY`, `SSH_KEY_FILE_PATH` or `PASSWORD`.
+    pub ssh_credential_type: String,
+    /// For `SSH_KEY`.
+    #[serde(rename = "inlineSSHKey")]
+    pub inline_ssh_key: Option<InlineSshKey>,
+    /// For `SSH_KEY_FILE_PATH`.
+    pub ssh_key_file: Option<SshKeyFile>,
+    /// For `PASSWORD`.
+    pub server_password: Option<ServerPassword>,
+}
+
+/// `inlineSSHKey`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineSshKey {
+    /// Secret holding the private key text.
+    pub ssh_key_secret_file_id: String,
+    /// Secret holding its passphrase.
+    pub passphrase_secret_id: Option<String>,
+}
+
+/// `sshKeyFile`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshKeyFile {
+    /// Key file on the agent host.
+    pub path: String,
+    /// Secret holding its passphrase.
+    pub passphrase_secret_id: Option<String>,
+}
+
+/// `serverPassword`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerPassword {
+    /// Secret holding the password.
+    pub password_secret_id: String,
+}
+
+/// Parse a connector file, unwrapping `{"sshCredential": …}`.
+pub fn parse_connector(text: &str) -> Result<ConnectorFile, InputError> {
+    let mut c: ConnectorFile = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    if let Some(inner) = c.ssh_credential.take() {
+        let mut inner = *inner;
+        // Extensions may sit beside the wrapper as well as inside it.
+        inner.host_keys.extend(c.host_keys);
+        inner.known_hosts.extend(c.known_hosts);
+        inner.secrets.extend(c.secrets);
+        inner.id = inner.id.or(c.id);
+        c = inner;
+    }
+    if let Some(s) = &c.authentication_scheme {
+        if s != "SSH" {
+            return Err(InputError::Connector(format!(
+                "authenticationScheme {s:?} is not supported; use SSH"
+            )));
+        }
+    }
+    if c.ssh_authentication.is_none() {
+        return Err(InputError::Connector("sshAuthentication is missing".into()));
+    }
+    Ok(c)
 }

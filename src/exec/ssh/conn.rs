@@ -1,0 +1,557 @@
+//! One SSH connection driven without blocking: connect, handshake, authenticate, and run
+//! one wrapped script on a channel.
+//!
+//! libssh2 runs in non-blocking mode on a blocking thread. Every operation that would block
+//! waits in `poll(2)` on the socket and on a wake pipe, never longer than the current
+//! deadline. One loop therefore drains stdout and stderr together, so a chatty script
+//! cannot fill the channel window and deadlock a read of the other stream. The same loop
+//! enforces deadlines and notices cancellation at once, and no libssh2 call can hang.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use secrecy::ExposeSecret;
+use ssh2::{BlockDirections, Channel, ErrorCode, Session};
+
+use super::hostkey;
+use super::{SshAuth, SshConfig, SshError, SshTarget};
+use crate::exec::wrapper::{self, FrameReader};
+use crate::exec::{Exit, Limits};
+use crate::mask::LogCapture;
+
+/// libssh2's "would block".
+const EAGAIN: i32 = -37;
+
+/// Why a wait ended early.
+#[derive(Debug)]
+pub enum Interrupt {
+    /// The deadline passed.
+    Deadline,
+    /// The wake pipe was written: the task was cancelled.
+    Woken,
+    /// An error from libssh2 or the socket.
+    Failed(String),
+}
+
+/// A live, authenticated connection.
+pub struct Conn {
+    pub(super) sess: Session,
+    /// A duplicate of the socket libssh2 owns, to poll and to shut down.
+    sock: TcpStream,
+    /// When the connection was last returned to the pool.
+    pub(super) last_used: Instant,
+    /// Whether the connection has run a task before (a failure on it may be staleness).
+    pub(super) reused: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Close the socket: any blocked libssh2 call on it returns at once.
+    pub fn shutdown(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Wait for `fd` (in libssh2's blocked directions) or the wake pipe, until `deadline`.
+fn wait(
+    sess: &Session,
+    fd: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    deadline: Instant,
+) -> Result<(), Interrupt> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(Interrupt::Deadline);
+    }
+    let flags = match sess.block_directions() {
+        BlockDirections::Outbound => PollFlags::POLLOUT,
+        BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
+        // Inbound, or libssh2 did not say: data from the peer is what unblocks it.
+        _ => PollFlags::POLLIN,
+    };
+    let mut fds = vec![PollFd::new(fd, flags)];
+    if let Some(w) = wake {
+        fds.push(PollFd::new(w, PollFlags::POLLIN));
+    }
+    let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+    match nix::poll::poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(0) => Err(Interrupt::Deadline),
+        Ok(_) => {
+            if fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+            {
+                return Err(Interrupt::Woken);
+            }
+            Ok(())
+        }
+        Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(Interrupt::Failed(e.to_string())),
+    }
+}
+
+/// Retry a libssh2 call until it stops saying "would block".
+fn nb<T>(
+    sess: &Session,
+    fd: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    deadline: Instant,
+    mut op: impl FnMut() -> Result<T, ssh2::Error>,
+) -> Result<T, NbError> {
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.code() == ErrorCode::Session(EAGAIN) => {
+                wait(sess, fd, wake, deadline).map_err(NbError::Interrupt)?
+            }
+            Err(e) => return Err(NbError::Ssh(e)),
+        }
+    }
+}
+
+/// A non-blocking call's failure.
+#[derive(Debug)]
+pub enum NbError {
+    /// Deadline, wake, or poll failure.
+    Interrupt(Interrupt),
+    /// libssh2 failed.
+    Ssh(ssh2::Error),
+}
+
+fn connect_error(t: &SshTarget, reason: impl Into<String>) -> SshError {
+    SshError::Connect {
+        host: t.host.clone(),
+        port: t.port,
+        reason: reason.into(),
+    }
+}
+
+fn handshake_error(t: &SshTarget, e: NbError, what: &str, wake_msg: &str) -> SshError {
+    match e {
+        NbError::Interrupt(Interrupt::Deadline) => {
+            connect_error(t, format!("timed out during {what}"))
+        }
+        NbError::Interrupt(Interrupt::Woken) => connect_error(t, wake_msg.to_string()),
+        NbError::Interrupt(Interrupt::Failed(m)) => connect_error(t, m),
+        NbError::Ssh(e) => SshError::Handshake {
+            host: t.host.clone(),
+            port: t.port,
+            reason: format!("{what} failed: {}", e.message()),
+        },
+    }
+}
+
+/// Open, verify and authenticate a new connection.
+pub fn connect(
+    t: &SshTarget,
+    cfg: &SshConfig,
+    wake: Option<BorrowedFd<'_>>,
+    task_deadline: Instant,
+) -> Result<Conn, SshError> {
+    let connect_deadline = (Instant::now() + cfg.connect_timeout).min(task_deadline);
+    let addrs: Vec<_> = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_error(t, format!("cannot resolve host: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(connect_error(t, "the host name resolved to no address"));
+    }
+    let mut last = String::new();
+    let mut stream = None;
+    for addr in &addrs {
+        let left = connect_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            last = format!("timed out after {} ms", cfg.connect_timeout.as_millis());
+            break;
+        }
+        match TcpStream::connect_timeout(addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = format!("timed out after {} ms", cfg.connect_timeout.as_millis())
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let stream = stream.ok_or_else(|| connect_error(t, last))?;
+    // Without it every exchange on a reused connection waits ~40 ms for delayed ACKs.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| connect_error(t, format!("setting TCP_NODELAY: {e}")))?;
+    let sock = stream
+        .try_clone()
+        .map_err(|e| connect_error(t, e.to_string()))?;
+
+    let mut sess = Session::new().map_err(|e| connect_error(t, e.message().to_string()))?;
+    sess.set_tcp_stream(stream);
+    sess.set_blocking(false);
+    sess.set_keepalive(
+        false,
+        cfg.keepalive.as_secs().clamp(1, u32::MAX as u64) as u32,
+    );
+    let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
+
+    let auth_deadline = (Instant::now() + cfg.auth_timeout).min(task_deadline);
+    let fd = sock.as_fd();
+    // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
+    let waiter = sess.clone();
+    nb(&waiter, fd, wake, auth_deadline, || sess.handshake())
+        .map_err(|e| handshake_error(t, e, "the SSH handshake", "cancelled"))?;
+    hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port)?;
+    authenticate(&sess, t, fd, wake, auth_deadline)?;
+    Ok(Conn {
+        sess,
+        sock,
+        last_used: Instant::now(),
+        reused: false,
+    })
+}
+
+/// Authenticate with the credential's one method. Errors name the method, never a secret.
+fn authenticate(
+    sess: &Session,
+    t: &SshTarget,
+    fd: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    deadline: Instant,
+) -> Result<(), SshError> {
+    let user = t.credential.user.as_str();
+    let (method, result) = match &t.credential.auth {
+        SshAuth::Key {
+            private_key,
+            passphrase,
+        } => (
+            "publickey (inline key)".to_string(),
+            nb(sess, fd, wake, deadline, || {
+                sess.userauth_pubkey_memory(
+                    user,
+                    None,
+                    private_key.expose_secret(),
+                    passphrase.as_ref().map(|p| p.expose_secret()),
+                )
+            }),
+        ),
+        SshAuth::KeyFile { path, passphrase } => {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(SshError::Auth {
+                    host: t.host.clone(),
+                    port: t.port,
+                    user: user.to_string(),
+                    tried: vec![format!("publickey (key file {})", path.display())],
+                    detail: format!("the key file cannot be read: {e}"),
+                });
+            }
+            (
+                format!("publickey (key file {})", path.display()),
+                nb(sess, fd, wake, deadline, || {
+                    sess.userauth_pubkey_file(
+                        user,
+                        None,
+                        path,
+                        passphrase.as_ref().map(|p| p.expose_secret()),
+                    )
+                }),
+            )
+        }
+        SshAuth::Password(pw) => (
+            "password".to_string(),
+            nb(sess, fd, wake, deadline, || {
+                sess.userauth_password(user, pw.expose_secret())
+            }),
+        ),
+    };
+    match result {
+        Ok(()) if sess.authenticated() => Ok(()),
+        Ok(()) => Err(auth_error(
+            t,
+            method,
+            "the server did not accept the credential".into(),
+        )),
+        Err(NbError::Interrupt(i)) => Err(match i {
+            Interrupt::Deadline => connect_error(t, "timed out during authentication"),
+            Interrupt::Woken => connect_error(t, "cancelled"),
+            Interrupt::Failed(m) => connect_error(t, m),
+        }),
+        Err(NbError::Ssh(e)) => {
+            // libssh2's own text can be vague; these codes are stable.
+            let detail = match e.code() {
+                ErrorCode::Session(-16) => "the private key could not be read or decrypted (wrong passphrase, or an unsupported format)".to_string(),
+                ErrorCode::Session(-18) | ErrorCode::Session(-19) => "the server rejected the credential".to_string(),
+                _ => format!("libssh2 error {}", e.message()),
+            };
+            Err(auth_error(t, method, detail))
+        }
+    }
+}
+
+fn auth_error(t: &SshTarget, method: String, detail: String) -> SshError {
+    SshError::Auth {
+        host: t.host.clone(),
+        port: t.port,
+        user: t.credential.user.clone(),
+        tried: vec![method],
+        detail,
+    }
+}
+
+/// What one run on a channel produced.
+pub struct ChannelRun {
+    /// Frames from the wrapper.
+    pub frames: FrameReader,
+    /// The merged, masked log.
+    pub log: LogCapture,
+    /// How the remote process ended.
+    pub exit: Exit,
+    /// Why the run stopped early, if it did.
+    pub interrupted: Option<RunInterrupt>,
+    /// Whether any script byte reached the server: if not, a failure is safe to retry.
+    pub started: bool,
+    /// Whether the connection is still fit for the pool.
+    pub healthy: bool,
+}
+
+/// Why a channel run did not end by itself.
+#[derive(Debug)]
+pub enum RunInterrupt {
+    /// The task deadline passed; the remote group was signalled.
+    Timeout,
+    /// Cancelled; the remote group was killed.
+    Cancelled,
+    /// The connection failed.
+    Broken(String),
+}
+
+/// Everything a channel run needs besides the connection.
+pub struct RunSpec<'a> {
+    /// Prologue and rendered script.
+    pub input: &'a [u8],
+    /// Bounds.
+    pub limits: &'a Limits,
+    /// When the task's time is up.
+    pub deadline: Instant,
+}
+
+/// Run the wrapped script on a new channel of `conn`.
+pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> ChannelRun {
+    let sess = &conn.sess;
+    let fd = conn.sock.as_fd();
+    let wake = Some(wake.as_fd());
+    let mut out = ChannelRun {
+        frames: FrameReader::new(spec.limits.max_secret),
+        log,
+        exit: Exit::Unknown,
+        interrupted: None,
+        started: false,
+        healthy: true,
+    };
+    let broken = |out: &mut ChannelRun, e: NbError| {
+        out.healthy = false;
+        out.interrupted = Some(match e {
+            NbError::Interrupt(Interrupt::Deadline) => RunInterrupt::Timeout,
+            NbError::Interrupt(Interrupt::Woken) => RunInterrupt::Cancelled,
+            NbError::Interrupt(Interrupt::Failed(m)) => RunInterrupt::Broken(m),
+            NbError::Ssh(e) => RunInterrupt::Broken(e.message().to_string()),
+        });
+    };
+    let mut ch = match nb(sess, fd, wake, spec.deadline, || sess.channel_session()) {
+        Ok(c) => c,
+        Err(e) => {
+            broken(&mut out, e);
+            return out;
+        }
+    };
+    let cmd = wrapper::remote_command();
+    if let Err(e) = nb(sess, fd, wake, spec.deadline, || ch.exec(&cmd)) {
+        broken(&mut out, e);
+        return out;
+    }
+    drive(sess, &mut ch, fd, wake, spec, &mut out);
+    out
+}
+
+/// Feed the script, drain both streams, and handle the deadline, until the channel closes.
+fn drive(
+    sess: &Session,
+    ch: &mut Channel,
+    fd: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    spec: &RunSpec<'_>,
+    out: &mut ChannelRun,
+) {
+    let mut pos = 0usize;
+    let mut eof_sent = false;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut timed_out = false;
+    let mut kill_at: Option<Instant> = None;
+    let mut give_up_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+
+    loop {
+        let mut progress = false;
+        if pos < spec.input.len() {
+            match ch.write(&spec.input[pos..]) {
+                Ok(n) => {
+                    pos += n;
+                    out.started = true;
+                    progress = n > 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return fail(out, e.to_string()),
+            }
+        } else if !eof_sent {
+            match ch.send_eof() {
+                Ok(()) => {
+                    eof_sent = true;
+                    progress = true;
+                }
+                Err(e) if e.code() == ErrorCode::Session(EAGAIN) => {}
+                Err(e) => return fail(out, e.message().to_string()),
+            }
+        }
+        // stdout carries only frames; stderr carries the script's merged output.
+        let mut streams_done = true;
+        for stream_id in [0, 1] {
+            let r = if stream_id == 0 {
+                ch.read(&mut buf)
+            } else {
+                ch.stderr().read(&mut buf)
+            };
+            match r {
+                Ok(0) => {}
+                Ok(n) => {
+                    streams_done = false;
+                    progress = true;
+                    if stream_id == 0 {
+                        out.frames.push(&buf[..n]);
+                    } else {
+                        out.log.push(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => streams_done = false,
+                Err(e) => return fail(out, e.to_string()),
+            }
+        }
+        if streams_done && ch.eof() {
+            break;
+        }
+        // The script reported; leftovers it started must not hold the channel for long.
+        if out.frames.is_complete() && drain_until.is_none() && !timed_out {
+            drain_until = Some(Instant::now() + spec.limits.drain);
+        }
+        let now = Instant::now();
+        if drain_until.is_some_and(|d| now >= d) {
+            remote_kill(sess, fd, out.frames.pgid(), "KILL");
+            out.healthy = false;
+            break;
+        }
+        if !timed_out && now >= spec.deadline {
+            timed_out = true;
+            out.interrupted = Some(RunInterrupt::Timeout);
+            remote_kill(sess, fd, out.frames.pgid(), "TERM");
+            kill_at = Some(now + spec.limits.grace);
+        }
+        if kill_at.is_some_and(|k| now >= k) {
+            kill_at = None;
+            remote_kill(sess, fd, out.frames.pgid(), "KILL");
+            give_up_at = Some(now + spec.limits.grace);
+        }
+        if give_up_at.is_some_and(|g| now >= g) {
+            out.healthy = false;
+            break;
+        }
+        if progress {
+            continue;
+        }
+        let next = [
+            Some(spec.deadline).filter(|_| !timed_out),
+            kill_at,
+            give_up_at,
+            drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far);
+        match wait(sess, fd, wake, next) {
+            Ok(()) | Err(Interrupt::Deadline) => {}
+            Err(Interrupt::Woken) => {
+                remote_kill(sess, fd, out.frames.pgid(), "KILL");
+                out.interrupted = Some(RunInterrupt::Cancelled);
+                out.healthy = false;
+                return;
+            }
+            Err(Interrupt::Failed(m)) => return fail(out, m),
+        }
+    }
+    // Close politely so that the exit status is in; a short bound keeps a bad peer from
+    // holding us.
+    let close_deadline = Instant::now() + Duration::from_secs(2);
+    let closed = nb(sess, fd, wake, close_deadline, || ch.close())
+        .and_then(|_| nb(sess, fd, wake, close_deadline, || ch.wait_close()));
+    if closed.is_err() {
+        out.healthy = false;
+    }
+    out.exit = match ch.exit_signal() {
+        Ok(s) if s.exit_signal.is_some() => {
+            Exit::Signal(signal_number(s.exit_signal.as_deref().unwrap_or("")))
+        }
+        _ => match ch.exit_status() {
+            Ok(c) => Exit::Code(c),
+            Err(_) => Exit::Unknown,
+        },
+    };
+}
+
+fn fail(out: &mut ChannelRun, reason: String) {
+    out.healthy = false;
+    if out.interrupted.is_none() {
+        out.interrupted = Some(RunInterrupt::Broken(reason));
+    }
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "KILL" => 9,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
+/// Signal the remote process group over a second channel. Best effort and bounded: the
+/// remote watchdog is the backstop when the connection is gone.
+fn remote_kill(sess: &Session, fd: BorrowedFd<'_>, pgid: Option<i32>, sig: &str) {
+    let Some(pgid) = pgid else { return };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // No wake fd: a cancellation must not interrupt the kill it asked for.
+    let never = None;
+    let mut ch = match nb(sess, fd, never, deadline, || sess.channel_session()) {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let cmd = format!("kill -{sig} -- -{pgid} 2>/dev/null");
+    if nb(sess, fd, never, deadline, || ch.exec(&cmd)).is_ok() {
+        let _ = nb(sess, fd, never, deadline, || ch.send_eof());
+        let _ = nb(sess, fd, never, deadline, || ch.wait_eof());
+        let _ = nb(sess, fd, never, deadline, || ch.close());
+    }
+    tracing::debug!(pgid, sig, "signalled the remote process group");
+}
