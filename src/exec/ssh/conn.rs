@@ -23,7 +23,7 @@ use crate::exec::{Exit, Limits};
 use crate::mask::LogCapture;
 
 /// libssh2's "would block".
-const EAGAIN: i32 = -37;
+pub(super) const EAGAIN: i32 = -37;
 
 /// Why a wait ended early.
 #[derive(Debug)]

@@ -328,10 +328,7 @@ impl SshPool {
         for slot in slots {
             let mut idle = slot.idle.lock().expect("slot lock");
             let idle_timeout = self.config.idle_timeout;
-            idle.retain(|c| {
-                c.last_used.elapsed() < idle_timeout && c.sess.keepalive_send().is_ok()
-                    || would_block_keepalive(c)
-            });
+            idle.retain(|c| c.last_used.elapsed() < idle_timeout && keepalive(c));
         }
     }
 
@@ -341,9 +338,13 @@ impl SshPool {
     }
 }
 
-/// A keepalive that could not be queued without blocking is not a dead connection.
-fn would_block_keepalive(c: &conn::Conn) -> bool {
-    c.last_used.elapsed() < Duration::from_secs(1) && !c.sess.authenticated()
+/// Send a keepalive; false if the connection is dead. A keepalive that could not be queued
+/// without blocking is not a dead connection.
+fn keepalive(c: &conn::Conn) -> bool {
+    match c.sess.keepalive_send() {
+        Ok(_) => true,
+        Err(e) => e.code() == ssh2::ErrorCode::Session(conn::EAGAIN),
+    }
 }
 
 /// Runs scripts on one target through a shared pool.
