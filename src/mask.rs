@@ -1,75 +1,981 @@
 //! Masking of secret and variable values in script output, and capped log capture.
 //!
-//! STUB: replaced by the masking work; the public API below is the contract.
+//! This module owns everything that stands between a script's raw output and anything a
+//! person or another system may see:
+//! - [`Masker`]: an immutable set of values, expanded into the encoded forms a script is
+//!   likely to print (raw, JSON-escaped, base64 at every byte alignment, URL-encoded, and a
+//!   few shell/PTY variants), matched in linear time with an Aho-Corasick automaton.
+//! - [`MaskStream`]: the same masking over a stream cut into arbitrary chunks, holding back
+//!   at most (longest pattern − 1) bytes, with output identical to whole-buffer masking.
+//! - [`LogCapture`] / [`CapturedLog`]: bounded capture of one output stream (at most `cap`
+//!   masked bytes are kept, the rest is drained and counted), and re-masking once the
+//!   returned secret is known.
+//!
+//! Every occurrence of every form becomes [`MASK_MARKER`]; overlapping and adjacent
+//! occurrences are merged into one marker, so neither lengths nor counts leak. A non-empty
+//! value shorter than [`MIN_MASK_LEN`] cannot be masked without destroying the log, so such
+//! a masker *withholds*: whole outputs are replaced by [`WITHHELD_NOTICE`].
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 
-/// Values shorter than this cannot be masked without destroying the log.
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{Anchored, Input, MatchKind};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use zeroize::Zeroizing;
+
+/// Values shorter than this (in bytes) cannot be masked without destroying the log.
+///
+/// Masking every occurrence of, say, `ab` would shred ordinary text and still let the
+/// value be inferred from what is left, so a masker holding such a value withholds whole
+/// logs instead (see [`Masker::withholds`]). Encoded forms shorter than this are not
+/// masked at all: they would match too much unrelated text.
 pub const MIN_MASK_LEN: usize = 4;
 
+/// What each masked occurrence becomes: one fixed marker, whatever the value's length.
+pub const MASK_MARKER: &str = "***";
+
+/// What replaces a whole log when a value is too short to mask.
+pub const WITHHELD_NOTICE: &str = "[log withheld: a value shorter than 4 bytes cannot be masked]";
+
+/// How many bytes of a chunk are scanned before finalising output, so the queue of pending
+/// matches stays small whatever the chunk size.
+const STEP: usize = 1024;
+
+/// A pattern: one encoded form of one value, wiped on drop.
+type Pattern = Zeroizing<Vec<u8>>;
+
 /// An immutable set of values to mask, in all their encoded forms.
-#[derive(Debug, Default)]
-pub struct Masker {}
+///
+/// Cheap to share: wrap it in an [`Arc`]; it is `Send + Sync`.
+#[derive(Default)]
+pub struct Masker {
+    /// Every encoded form of every value, sorted and deduplicated. Kept (zeroised on drop)
+    /// so that [`Masker::extended`] and [`CapturedLog::remask`] can build on them.
+    patterns: Vec<Pattern>,
+    /// Standard-semantics automaton over `patterns`; `None` when there is nothing to mask.
+    /// aho-corasick copies the patterns into its own tables, which cannot be zeroised: that
+    /// copy lives as long as the masker.
+    nfa: Option<NFA>,
+    /// Length of the longest pattern.
+    max_len: usize,
+    /// A value is too short to mask (or the automaton could not be built): fail closed.
+    withholds: bool,
+}
+
+impl fmt::Debug for Masker {
+    // Patterns are secrets: show only harmless shape information.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Masker")
+            .field("patterns", &self.patterns.len())
+            .field("withholds", &self.withholds)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Masker {
     /// Build from values; empty values are ignored.
-    pub fn new<'a>(_values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
-        Masker {}
+    ///
+    /// A non-empty value shorter than [`MIN_MASK_LEN`] makes the masker withhold.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
+        let mut patterns = Vec::new();
+        let mut withholds = false;
+        add_values(values, &mut patterns, &mut withholds);
+        Masker::from_patterns(patterns, withholds)
     }
+
+    /// A new masker with this one's values plus `values` (e.g. the variables plus the
+    /// returned secret).
+    pub fn extended<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
+        let mut patterns = self.patterns.clone();
+        let mut withholds = self.withholds;
+        add_values(values, &mut patterns, &mut withholds);
+        Masker::from_patterns(patterns, withholds)
+    }
+
+    fn from_patterns(mut patterns: Vec<Pattern>, mut withholds: bool) -> Masker {
+        patterns.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        let nfa = if patterns.is_empty() {
+            None
+        } else {
+            // Standard semantics reports every occurrence, overlapping ones included; the
+            // union of their spans is what gets masked.
+            let built = NFA::builder()
+                .match_kind(MatchKind::Standard)
+                .build(patterns.iter().map(|p| p.as_slice()));
+            match built {
+                Ok(nfa) => Some(nfa),
+                Err(_) => {
+                    // Too many patterns for the automaton: nothing can be masked, so
+                    // nothing may be shown.
+                    withholds = true;
+                    None
+                }
+            }
+        };
+        Masker {
+            patterns,
+            nfa,
+            max_len,
+            withholds,
+        }
+    }
+
     /// Mask a complete buffer.
+    ///
+    /// Returns [`WITHHELD_NOTICE`] instead when [`Masker::withholds`] is true.
     pub fn mask(&self, input: &[u8]) -> Vec<u8> {
-        input.to_vec()
+        if self.withholds {
+            return WITHHELD_NOTICE.as_bytes().to_vec();
+        }
+        self.mask_spans(input)
+            .unwrap_or_else(|| WITHHELD_NOTICE.as_bytes().to_vec())
     }
+
+    /// Mask text for an error message or a log line (lossy UTF-8 where a match split a
+    /// multi-byte character).
+    pub fn mask_str(&self, input: &str) -> String {
+        match String::from_utf8(self.mask(input.as_bytes())) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+
     /// Whether a value is too short to mask, so logs must be withheld.
     pub fn withholds(&self) -> bool {
+        self.withholds
+    }
+
+    /// Whether there is nothing to mask (no non-empty value was given).
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Number of distinct encoded forms matched.
+    pub fn pattern_count(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Length of the longest encoded form: a stream holds back at most this minus one byte.
+    pub fn max_pattern_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Whole-buffer masking; `None` if the automaton refuses the search (fail closed).
+    ///
+    /// Deliberately independent of the streaming path (it uses the library's overlapping
+    /// search, prefilter included), so that tests comparing the two mean something.
+    fn mask_spans(&self, input: &[u8]) -> Option<Vec<u8>> {
+        let Some(nfa) = &self.nfa else {
+            return Some(input.to_vec());
+        };
+        // Matches arrive by non-decreasing end, so merging against the last span suffices,
+        // but a long match may swallow several earlier spans.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for m in nfa.try_find_overlapping_iter(Input::new(input)).ok()? {
+            let (mut s, e) = (m.start(), m.end());
+            while let Some(&(ts, te)) = spans.last() {
+                if te < s {
+                    break;
+                }
+                s = s.min(ts);
+                spans.pop();
+            }
+            spans.push((s, e));
+        }
+        let mut out = Vec::with_capacity(input.len());
+        let mut at = 0;
+        for (s, e) in spans {
+            out.extend_from_slice(&input[at..s]);
+            out.extend_from_slice(MASK_MARKER.as_bytes());
+            at = e;
+        }
+        out.extend_from_slice(&input[at..]);
+        Some(out)
+    }
+
+    /// Length of the longest suffix of `text` that is a proper prefix of some pattern: what
+    /// must go when text is cut, lest it end with the start of a value.
+    fn partial_suffix_len(&self, text: &[u8]) -> usize {
+        let mut best = 0;
+        for p in &self.patterns {
+            let most = (p.len() - 1).min(text.len());
+            for k in (best + 1..=most).rev() {
+                if text.ends_with(&p[..k]) {
+                    best = k;
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// Longest pattern among the matches of a match state.
+    fn longest_match(nfa: &NFA, sid: StateID) -> usize {
+        (0..nfa.match_len(sid))
+            .map(|i| nfa.pattern_len(nfa.match_pattern(sid, i)))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoded forms
+// ---------------------------------------------------------------------------------------
+
+fn add_values<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    patterns: &mut Vec<Pattern>,
+    withholds: &mut bool,
+) {
+    for v in values {
+        if v.is_empty() {
+            continue;
+        }
+        if v.len() < MIN_MASK_LEN {
+            *withholds = true;
+        }
+        add_forms(v, patterns);
+    }
+}
+
+/// Push every form of `v` worth masking: the raw bytes always, any other form only if it
+/// differs from the raw one and is at least [`MIN_MASK_LEN`] long.
+fn add_forms(v: &[u8], out: &mut Vec<Pattern>) {
+    out.push(Zeroizing::new(v.to_vec()));
+    let mut add = |form: Pattern| {
+        if form.as_slice() != v && form.len() >= MIN_MASK_LEN {
+            out.push(form);
+        }
+    };
+
+    // A PTY (SSH runs) turns "\n" into "\r\n".
+    if v.contains(&b'\n') {
+        add(crlf(v));
+    }
+    // `set -x` traces show a value with `'` as 'it'\''s'.
+    if v.contains(&b'\'') {
+        add(replace_byte(v, b'\'', b"'\\''"));
+    }
+
+    // JSON string contents: as serde_json/jq/JavaScript write them, with `\/` (PHP), and
+    // ASCII-only with \uXXXX escapes (Python's json.dumps default).
+    match std::str::from_utf8(v) {
+        Ok(s) => {
+            if let Ok(quoted) = serde_json::to_string(s).map(Zeroizing::new) {
+                let inner = Zeroizing::new(quoted.as_bytes()[1..quoted.len() - 1].to_vec());
+                if inner.contains(&b'/') {
+                    add(replace_byte(&inner, b'/', b"\\/"));
+                }
+                add(inner);
+            }
+            add(json_ascii_only(s));
+        }
+        // Not UTF-8: the byte-oriented form a lenient encoder would write.
+        Err(_) => add(json_escape_bytes(v)),
+    }
+
+    // Base64, standard and URL-safe alphabets.
+    for (padded, unpadded) in [(&STANDARD, &STANDARD_NO_PAD), (&URL_SAFE, &URL_SAFE_NO_PAD)] {
+        add(Zeroizing::new(padded.encode(v).into_bytes()));
+        add(Zeroizing::new(unpadded.encode(v).into_bytes()));
+        for align in 0..3 {
+            add(base64_core(unpadded, v, align));
+        }
+    }
+
+    // Percent-encoding: RFC 3986 strict (curl, jq @uri) in upper and lower case hex, form
+    // encoding with `+` for space, encodeURIComponent, and Python's quote() keeping `/`.
+    for (keep, plus, lower) in [
+        (b"" as &[u8], false, false),
+        (b"", false, true),
+        (b"", true, false),
+        (b"", true, true),
+        (b"!'()*", false, false),
+        (b"/", false, false),
+    ] {
+        add(percent_encode(v, keep, plus, lower));
+    }
+}
+
+/// The base64 characters fully determined by `v` when it starts `align` bytes into a
+/// 3-byte group of a longer stream: the full groups inside `v` plus the edge characters
+/// whose 6 bits all come from `v`. Whatever precedes or follows `v` (e.g. the newline of
+/// `echo "$v" | base64`), these characters appear verbatim in the stream's encoding.
+fn base64_core(engine: &impl Engine, v: &[u8], align: usize) -> Pattern {
+    let mut shifted = Zeroizing::new(Vec::with_capacity(align + v.len()));
+    shifted.resize(align, 0);
+    shifted.extend_from_slice(v);
+    let enc = Zeroizing::new(engine.encode(shifted.as_slice()).into_bytes());
+    // Character i covers bits [6i, 6i+6); v covers bits [8·align, 8·(align+len)).
+    let first = (8 * align).div_ceil(6);
+    let end = (8 * (align + v.len())) / 6;
+    Zeroizing::new(enc.get(first..end).unwrap_or_default().to_vec())
+}
+
+fn crlf(v: &[u8]) -> Pattern {
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() * 2));
+    let mut prev = 0u8;
+    for &b in v {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+fn replace_byte(v: &[u8], from: u8, to: &[u8]) -> Pattern {
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() * to.len()));
+    for &b in v {
+        if b == from {
+            out.extend_from_slice(to);
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// JSON escaping of one byte below 0x80, as serde_json does it; `None` if it stays as is.
+fn json_escape_ascii(b: u8, out: &mut Vec<u8>) -> bool {
+    let short: &[u8] = match b {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        0..=0x1f => {
+            push_u_escape(u16::from(b), out);
+            return true;
+        }
+        _ => return false,
+    };
+    out.extend_from_slice(short);
+    true
+}
+
+fn push_u_escape(unit: u16, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[usize::from((unit >> shift) & 0xf)]);
+    }
+}
+
+/// Byte-wise JSON escaping, for values that are not UTF-8.
+fn json_escape_bytes(v: &[u8]) -> Pattern {
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() * 2));
+    for &b in v {
+        if !json_escape_ascii(b, &mut out) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// JSON escaping with every non-ASCII character (and DEL) as `\uXXXX`, as Python writes it.
+fn json_ascii_only(s: &str) -> Pattern {
+    let mut out = Zeroizing::new(Vec::with_capacity(s.len() * 2));
+    let mut units = [0u16; 2];
+    for c in s.chars() {
+        if c.is_ascii() && c != '\x7f' {
+            let b = c as u8;
+            if !json_escape_ascii(b, &mut out) {
+                out.push(b);
+            }
+        } else {
+            for &u in c.encode_utf16(&mut units).iter() {
+                push_u_escape(u, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encode every byte outside RFC 3986 unreserved and `keep`; `plus` writes space as
+/// `+` (form encoding).
+fn percent_encode(v: &[u8], keep: &[u8], plus: bool, lower: bool) -> Pattern {
+    let hex: &[u8; 16] = if lower {
+        b"0123456789abcdef"
+    } else {
+        b"0123456789ABCDEF"
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() * 3));
+    for &b in v {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
+            out.push(b);
+        } else if plus && b == b' ' {
+            out.push(b'+');
+        } else {
+            out.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 0xf)]]);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming
+// ---------------------------------------------------------------------------------------
+
+/// Where finalised output goes. `at` is the input offset the piece starts at. Returning
+/// false means "full": the stream stops feeding this sink.
+trait Sink {
+    fn raw(&mut self, at: u64, bytes: &[u8]) -> bool;
+    fn marker(&mut self, at: u64) -> bool;
+}
+
+impl Sink for Vec<u8> {
+    fn raw(&mut self, _at: u64, bytes: &[u8]) -> bool {
+        self.extend_from_slice(bytes);
+        true
+    }
+    fn marker(&mut self, _at: u64) -> bool {
+        self.extend_from_slice(MASK_MARKER.as_bytes());
+        true
+    }
+}
+
+/// A merged run of matched input, `[start, end)` in input offsets.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+    /// Its marker has been written.
+    emitted: bool,
+}
+
+/// Streaming masking state, independent of the masker (passed to each call) so that it can
+/// live next to an `Arc<Masker>` without borrowing it.
+struct StreamState {
+    /// Automaton state after the bytes consumed so far.
+    sid: StateID,
+    /// Input bytes consumed.
+    consumed: u64,
+    /// Input offset below which output is final and written.
+    ws: u64,
+    /// Raw input bytes not yet final, starting at offset `held_at`. At most
+    /// (longest pattern − 1) bytes between calls; they may be secret, hence zeroising.
+    held: Zeroizing<Vec<u8>>,
+    held_at: u64,
+    /// Matched spans that may still grow or merge, sorted, disjoint, never adjacent.
+    spans: VecDeque<Span>,
+}
+
+impl StreamState {
+    /// `None` if the automaton refuses an unanchored search (never expected; fail closed).
+    fn new(m: &Masker) -> Option<StreamState> {
+        let sid = match &m.nfa {
+            Some(nfa) => nfa.start_state(Anchored::No).ok()?,
+            None => StateID::ZERO,
+        };
+        Some(StreamState {
+            sid,
+            consumed: 0,
+            ws: 0,
+            held: Zeroizing::new(Vec::with_capacity(m.max_len.saturating_sub(1))),
+            held_at: 0,
+            spans: VecDeque::new(),
+        })
+    }
+
+    /// Consume a chunk, writing whatever became final. False if the sink refused more; the
+    /// state must then be dropped.
+    fn push(&mut self, m: &Masker, chunk: &[u8], sink: &mut impl Sink) -> bool {
+        let Some(nfa) = &m.nfa else {
+            let at = self.consumed;
+            self.consumed += chunk.len() as u64;
+            self.ws = self.consumed;
+            self.held_at = self.consumed;
+            return chunk.is_empty() || sink.raw(at, chunk);
+        };
+        // A match ending later is at most max_len long, so it cannot reach back further.
+        let holdback = (m.max_len - 1) as u64;
+        for piece in chunk.chunks(STEP) {
+            let base = self.consumed;
+            for (i, &b) in piece.iter().enumerate() {
+                self.sid = nfa.next_state(Anchored::No, self.sid, b);
+                if nfa.is_match(self.sid) {
+                    let end = base + i as u64 + 1;
+                    let len = Masker::longest_match(nfa, self.sid) as u64;
+                    self.add_span(end - len, end);
+                }
+            }
+            self.consumed += piece.len() as u64;
+            let upto = self.consumed.saturating_sub(holdback).max(self.ws);
+            if !self.emit(upto, piece, base, sink) {
+                return false;
+            }
+            self.retain(piece, base);
+        }
+        true
+    }
+
+    /// End of input: everything is final.
+    fn finish(&mut self, sink: &mut impl Sink) -> bool {
+        let end = self.consumed;
+        self.emit(end, &[], end, sink)
+    }
+
+    fn add_span(&mut self, mut start: u64, end: u64) {
+        let mut emitted = false;
+        // `end` is the furthest end yet; merge every span it overlaps or touches.
+        while let Some(top) = self.spans.back() {
+            if top.end < start {
+                break;
+            }
+            start = start.min(top.start);
+            emitted |= top.emitted;
+            self.spans.pop_back();
+        }
+        self.spans.push_back(Span {
+            start,
+            end,
+            emitted,
+        });
+    }
+
+    /// Write output for input offsets `[ws, upto)`. Bytes before `base` are in `held`, the
+    /// rest in `piece`.
+    fn emit(&mut self, upto: u64, piece: &[u8], base: u64, sink: &mut impl Sink) -> bool {
+        while self.ws < upto {
+            let stop = match self.spans.front_mut() {
+                Some(front) if front.start <= self.ws => {
+                    if !front.emitted {
+                        if !sink.marker(front.start) {
+                            return false;
+                        }
+                        front.emitted = true;
+                    }
+                    if front.end < upto {
+                        // The byte at `front.end` is final and unmatched: the span is closed.
+                        self.ws = front.end;
+                        self.spans.pop_front();
+                    } else {
+                        // Keep it: a later match may still extend it or touch it.
+                        self.ws = upto;
+                    }
+                    continue;
+                }
+                Some(front) => front.start.min(upto),
+                None => upto,
+            };
+            let (a, b) = (self.ws, stop);
+            if a < base {
+                let (hs, he) = (
+                    (a - self.held_at) as usize,
+                    (b.min(base) - self.held_at) as usize,
+                );
+                if !sink.raw(a, &self.held[hs..he]) {
+                    return false;
+                }
+            }
+            if b > base {
+                let s = a.max(base);
+                if !sink.raw(s, &piece[(s - base) as usize..(b - base) as usize]) {
+                    return false;
+                }
+            }
+            self.ws = stop;
+        }
+        true
+    }
+
+    /// Keep the not-yet-final bytes `[ws, consumed)` in `held` (at most holdback bytes, so
+    /// the reserved capacity is never exceeded).
+    fn retain(&mut self, piece: &[u8], base: u64) {
+        if self.ws <= base {
+            self.held.drain(..(self.ws - self.held_at) as usize);
+            self.held.extend_from_slice(piece);
+        } else {
+            self.held.clear();
+            self.held
+                .extend_from_slice(&piece[(self.ws - base) as usize..]);
+        }
+        self.held_at = self.ws;
+    }
+}
+
+/// Masks a stream fed in arbitrary chunks; output equals [`Masker::mask`] of the whole.
+///
+/// At most ([`Masker::max_pattern_len`] − 1) input bytes are held back between calls, so a
+/// value split across chunks (even one byte per chunk) is still masked.
+pub struct MaskStream {
+    masker: Arc<Masker>,
+    /// `None` when withholding: input is swallowed.
+    state: Option<StreamState>,
+}
+
+impl fmt::Debug for MaskStream {
+    // Held bytes are unmasked input: never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaskStream")
+            .field("masker", &self.masker)
+            .field("held", &self.held_len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaskStream {
+    /// A stream masked with `masker`.
+    pub fn new(masker: Arc<Masker>) -> MaskStream {
+        let state = if masker.withholds {
+            None
+        } else {
+            StreamState::new(&masker)
+        };
+        MaskStream { masker, state }
+    }
+
+    /// Feed a chunk; append whatever output became final to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if let Some(state) = &mut self.state {
+            state.push(&self.masker, chunk, out);
+        }
+    }
+
+    /// End of stream: append the rest of the output (or [`WITHHELD_NOTICE`]).
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        match &mut self.state {
+            Some(state) => {
+                state.finish(out);
+            }
+            None => out.extend_from_slice(WITHHELD_NOTICE.as_bytes()),
+        }
+    }
+
+    /// Input bytes currently held back (at most longest pattern − 1).
+    pub fn held_len(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.held.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Capture
+// ---------------------------------------------------------------------------------------
+
+/// A sink keeping at most `cap` bytes, growing its buffer only as needed and never past
+/// `cap`. Markers are atomic: one that does not fit is cut whole.
+struct CappedSink<'a> {
+    out: &'a mut Zeroizing<Vec<u8>>,
+    cap: usize,
+    /// Input offset of the first byte not kept, once full.
+    cut_at: &'a mut Option<u64>,
+}
+
+impl CappedSink<'_> {
+    fn append(&mut self, bytes: &[u8]) {
+        let need = self.out.len() + bytes.len();
+        if need > self.out.capacity() {
+            // Grow by doubling but never past cap; copy by hand so the old buffer (which may
+            // hold a not-yet-known secret) is wiped rather than freed as is.
+            let new_cap = need.max(self.out.capacity() * 2).max(256).min(self.cap);
+            let mut grown = Zeroizing::new(Vec::with_capacity(new_cap));
+            grown.extend_from_slice(self.out);
+            *self.out = grown;
+        }
+        self.out.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for CappedSink<'_> {
+    fn raw(&mut self, at: u64, bytes: &[u8]) -> bool {
+        let room = self.cap - self.out.len();
+        if bytes.len() <= room {
+            self.append(bytes);
+            return true;
+        }
+        self.append(&bytes[..room]);
+        *self.cut_at = Some(at + room as u64);
+        false
+    }
+    fn marker(&mut self, at: u64) -> bool {
+        if MASK_MARKER.len() <= self.cap - self.out.len() {
+            self.append(MASK_MARKER.as_bytes());
+            return true;
+        }
+        *self.cut_at = Some(at);
         false
     }
 }
 
+enum Mode {
+    Streaming(StreamState),
+    /// Past the cap: input is only counted.
+    Cut,
+    /// The masker withholds: input is only counted.
+    Withheld,
+}
+
 /// Bounded, masked capture of one output stream.
-#[derive(Debug)]
+///
+/// Memory stays below `cap` + longest pattern + a small constant however much is pushed;
+/// past the cap input is drained and counted but not kept.
 pub struct LogCapture {
-    buf: Vec<u8>,
+    masker: Arc<Masker>,
+    cap: usize,
+    mode: Mode,
+    /// Masked output kept so far (at most `cap` bytes).
+    out: Zeroizing<Vec<u8>>,
+    /// Input bytes pushed.
+    total: u64,
+    /// Input offset of the first byte not represented in `out`, once cut.
+    cut_at: Option<u64>,
+}
+
+impl fmt::Debug for LogCapture {
+    // Held-back bytes are unmasked, and the kept output may contain a secret not yet known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogCapture")
+            .field("cap", &self.cap)
+            .field("total", &self.total)
+            .field("kept", &self.out.len())
+            .field("cut", &self.cut_at.is_some())
+            .field("withheld", &matches!(self.mode, Mode::Withheld))
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogCapture {
-    /// A capture keeping at most `cap` bytes.
-    pub fn new(_masker: Arc<Masker>, _cap: usize) -> Self {
-        LogCapture { buf: Vec::new() }
+    /// A capture keeping at most `cap` bytes of masked output.
+    pub fn new(masker: Arc<Masker>, cap: usize) -> Self {
+        let mode = match (masker.withholds, StreamState::new(&masker)) {
+            (false, Some(state)) => Mode::Streaming(state),
+            _ => Mode::Withheld,
+        };
+        LogCapture {
+            masker,
+            cap,
+            mode,
+            out: Zeroizing::new(Vec::new()),
+            total: 0,
+            cut_at: None,
+        }
     }
+
     /// Feed a chunk as read.
     pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+        self.total += chunk.len() as u64;
+        let Mode::Streaming(state) = &mut self.mode else {
+            return;
+        };
+        let mut sink = CappedSink {
+            out: &mut self.out,
+            cap: self.cap,
+            cut_at: &mut self.cut_at,
+        };
+        if !state.push(&self.masker, chunk, &mut sink) {
+            // Dropping the state wipes the held-back bytes; they are never shown.
+            self.mode = Mode::Cut;
+        }
     }
+
+    /// Input bytes pushed so far.
+    pub fn total_bytes(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether the cap has been reached and input is being dropped.
+    pub fn is_cut(&self) -> bool {
+        matches!(self.mode, Mode::Cut)
+    }
+
+    /// Bytes currently allocated for buffering (kept output plus held-back input), for
+    /// tests and metrics.
+    pub fn buffered_bytes(&self) -> usize {
+        let held = match &self.mode {
+            Mode::Streaming(s) => s.held.capacity(),
+            _ => 0,
+        };
+        self.out.capacity() + held
+    }
+
     /// End of stream.
-    pub fn finish(self) -> CapturedLog {
-        CapturedLog { text: self.buf, cut_bytes: 0 }
+    pub fn finish(mut self) -> CapturedLog {
+        if let Mode::Withheld = self.mode {
+            return CapturedLog::withheld_log(Some(self.masker));
+        }
+        if let Mode::Streaming(state) = &mut self.mode {
+            let mut sink = CappedSink {
+                out: &mut self.out,
+                cap: self.cap,
+                cut_at: &mut self.cut_at,
+            };
+            state.finish(&mut sink);
+        }
+        let mut log = CapturedLog {
+            kept: self.out.len(),
+            text: std::mem::take(&mut self.out),
+            cut_bytes: 0,
+            withheld: false,
+            masked_with: Some(self.masker.clone()),
+        };
+        if let Some(cut_at) = self.cut_at {
+            // Output is final, so this trims only look-alikes; it keeps the rule simple: a
+            // cut log never ends with the start of a value.
+            let trimmed = self.masker.partial_suffix_len(&log.text);
+            let keep = log.text.len() - trimmed;
+            log.text.truncate(keep);
+            log.kept = log.text.len();
+            log.cut_bytes = self.total - cut_at + trimmed as u64;
+            log.append_cut_marker();
+        }
+        log
     }
 }
 
 /// A finished, masked, capped log.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CapturedLog {
-    text: Vec<u8>,
+    /// Masked bytes, then the cut marker if any.
+    text: Zeroizing<Vec<u8>>,
+    /// Length of the masked part of `text`, before the cut marker.
+    kept: usize,
     cut_bytes: u64,
+    withheld: bool,
+    /// The masker the text went through, so that [`CapturedLog::remask`] can find values
+    /// whose inner parts were already replaced by markers.
+    masked_with: Option<Arc<Masker>>,
+}
+
+impl fmt::Debug for CapturedLog {
+    // Until remasked with the secret, the text may contain it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CapturedLog")
+            .field("len", &self.text.len())
+            .field("cut_bytes", &self.cut_bytes)
+            .field("withheld", &self.withheld)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CapturedLog {
-    /// Mask again with a larger set (the variables plus the returned secret).
-    pub fn remask(&mut self, masker: &Masker) {
-        self.text = masker.mask(&self.text);
+    fn withheld_log(masked_with: Option<Arc<Masker>>) -> CapturedLog {
+        let text = Zeroizing::new(WITHHELD_NOTICE.as_bytes().to_vec());
+        CapturedLog {
+            kept: text.len(),
+            text,
+            cut_bytes: 0,
+            withheld: true,
+            masked_with,
+        }
     }
+
+    fn append_cut_marker(&mut self) {
+        self.text.truncate(self.kept);
+        let marker = format!("\n[… {} bytes cut]\n", self.cut_bytes);
+        self.text.extend_from_slice(marker.as_bytes());
+    }
+
+    /// Mask again with a larger set (the variables plus the returned secret).
+    ///
+    /// If the text was captured with another masker, forms of the new values as that
+    /// masker left them (e.g. a secret `user:pass` whose `user` part is a variable, now
+    /// `***:pass`) are masked too. A cut log also loses any trailing start of a new value.
+    /// A withholding `masker` withholds the whole log.
+    pub fn remask(&mut self, masker: &Masker) {
+        if self.withheld {
+            return;
+        }
+        if masker.withholds() {
+            *self = CapturedLog::withheld_log(self.masked_with.take());
+            return;
+        }
+        let combined = self
+            .masked_with
+            .as_deref()
+            .and_then(|prev| with_premasked_forms(masker, prev));
+        let m = combined.as_ref().unwrap_or(masker);
+        if m.withholds() {
+            *self = CapturedLog::withheld_log(self.masked_with.take());
+            return;
+        }
+        let mut text = Zeroizing::new(m.mask(&self.text[..self.kept]));
+        if self.is_cut() {
+            let trimmed = m.partial_suffix_len(&text);
+            let keep = text.len() - trimmed;
+            text.truncate(keep);
+            self.cut_bytes += trimmed as u64;
+        }
+        self.kept = text.len();
+        self.text = text;
+        if self.is_cut() {
+            self.append_cut_marker();
+        }
+    }
+
     /// The masked bytes, including any cut marker.
     pub fn as_bytes(&self) -> &[u8] {
         &self.text
     }
-    /// How many bytes were dropped past the cap.
+
+    /// How many bytes were dropped past the cap (input bytes, plus any trailing bytes
+    /// trimmed because they could start a value).
     pub fn cut_bytes(&self) -> u64 {
         self.cut_bytes
     }
-    /// The last `max` bytes, as lossy UTF-8, for error messages.
-    pub fn tail(&self, max: usize) -> String {
-        let s = &self.text[self.text.len().saturating_sub(max)..];
-        String::from_utf8_lossy(s).into_owned()
+
+    /// Whether output was dropped past the cap.
+    pub fn is_cut(&self) -> bool {
+        self.cut_bytes > 0
     }
+
+    /// Whether the log was replaced by [`WITHHELD_NOTICE`].
+    pub fn withheld(&self) -> bool {
+        self.withheld
+    }
+
+    /// The last `max` bytes, as lossy UTF-8, for error messages.
+    ///
+    /// Starts after any `*` run the cut would split (so no partial marker) and on a
+    /// character boundary.
+    pub fn tail(&self, max: usize) -> String {
+        let t = self.text.as_slice();
+        let mut start = t.len().saturating_sub(max);
+        while start > 0 && start < t.len() && t[start] == b'*' && t[start - 1] == b'*' {
+            start += 1;
+        }
+        // Skip at most 3 UTF-8 continuation bytes.
+        let mut skipped = 0;
+        while start < t.len() && skipped < 3 && (t[start] & 0xc0) == 0x80 {
+            start += 1;
+            skipped += 1;
+        }
+        String::from_utf8_lossy(&t[start..]).into_owned()
+    }
+}
+
+/// `masker` plus, for each of its patterns, the pattern as `prev` masks it, where that
+/// differs. `None` if there is no such form.
+fn with_premasked_forms(masker: &Masker, prev: &Masker) -> Option<Masker> {
+    if prev.is_empty() || prev.withholds() {
+        return None;
+    }
+    let extra: Vec<Pattern> = masker
+        .patterns
+        .iter()
+        .filter_map(|p| {
+            let q = Zeroizing::new(prev.mask_spans(p)?);
+            (q.as_slice() != p.as_slice() && q.len() >= MIN_MASK_LEN).then_some(q)
+        })
+        .collect();
+    if extra.is_empty() {
+        return None;
+    }
+    let mut patterns = masker.patterns.clone();
+    patterns.extend(extra);
+    Some(Masker::from_patterns(patterns, masker.withholds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 }
