@@ -288,6 +288,17 @@ fn add_forms(v: &[u8], out: &mut Vec<Pattern>) {
             add(base64_core(unpadded, v, align));
         }
     }
+    // `base64` (GNU, 76 columns) and `openssl base64` (64) wrap long output. A value encoded
+    // on its own (`echo "$v" | base64`) starts at column 0, so its wrapped core is fixed;
+    // "\r\n" for a PTY.
+    let core = base64_core(&STANDARD_NO_PAD, v, 0);
+    for width in [76, 64] {
+        if core.len() > width {
+            for eol in [b"\n" as &[u8], b"\r\n"] {
+                add(wrap_lines(&core, width, eol));
+            }
+        }
+    }
 
     // Percent-encoding: RFC 3986 strict (curl, jq @uri) in upper and lower case hex, form
     // encoding with `+` for space, encodeURIComponent, and Python's quote() keeping `/`.
@@ -318,6 +329,17 @@ fn base64_core(engine: &impl Engine, v: &[u8], align: usize) -> Pattern {
     Zeroizing::new(enc.get(first..end).unwrap_or_default().to_vec())
 }
 
+fn wrap_lines(v: &[u8], width: usize, eol: &[u8]) -> Pattern {
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() + v.len() / width * eol.len()));
+    for (i, line) in v.chunks(width).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(eol);
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
 fn crlf(v: &[u8]) -> Pattern {
     let mut out = Zeroizing::new(Vec::with_capacity(v.len() * 2));
     let mut prev = 0u8;
@@ -343,7 +365,7 @@ fn replace_byte(v: &[u8], from: u8, to: &[u8]) -> Pattern {
     out
 }
 
-/// JSON escaping of one byte below 0x80, as serde_json does it; `None` if it stays as is.
+/// JSON escaping of one byte below 0x80, as serde_json does it; false if it stays as is.
 fn json_escape_ascii(b: u8, out: &mut Vec<u8>) -> bool {
     let short: &[u8] = match b {
         b'"' => b"\\\"",
@@ -1115,6 +1137,30 @@ mod tests {
         // And the plain whole-value forms, padded and not.
         assert_eq!(masked(&[v], STANDARD.encode(v).as_bytes()), b"***");
         assert_eq!(masked(&[v], STANDARD_NO_PAD.encode(v).as_bytes()), b"***");
+    }
+
+    #[test]
+    fn wrapped_base64_of_a_long_value_is_masked() {
+        let v = b"-----BEGIN KEY-----0123456789abcdefghijklmnopqrstuvwxyz/+ABCDEFGHIJKLMNOPQRSTUVWXYZ-----END KEY-----";
+        let m = masker(&[v]);
+        let mut echoed = v.to_vec();
+        echoed.push(b'\n');
+        for (width, eol) in [(76, "\n"), (64, "\n"), (76, "\r\n")] {
+            let enc = STANDARD.encode(&echoed);
+            let lines: Vec<&str> = enc
+                .as_bytes()
+                .chunks(width)
+                .map(|l| std::str::from_utf8(l).unwrap())
+                .collect();
+            let wrapped = lines.join(eol);
+            let out = m.mask(format!("{wrapped}{eol}").as_bytes());
+            assert!(out.starts_with(b"***"), "{width}: {out:?}");
+            assert!(
+                out.len() <= 3 + 4 + 2 * eol.len(),
+                "{width}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
     }
 
     #[test]
