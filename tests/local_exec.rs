@@ -1,0 +1,626 @@
+//! The local executor against real `/bin/bash`: exact values, early exit, errors and their
+//! kinds, isolation (stdin, environment, argv), timeouts and process-tree kills, output caps,
+//! masking, retries, cancellation and concurrency.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csm_agent::exec::local::{EnvPolicy, LocalExecutor};
+use csm_agent::exec::{self, ExecError, Job, Outcome, RetryPolicy};
+use csm_agent::secret::{secret_bytes, Variables};
+use csm_agent::template::Template;
+use csm_agent::{ErrorKind, Kind};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+fn vars(pairs: &[(&str, &[u8])]) -> Variables {
+    let mut v = Variables::new();
+    for (k, val) in pairs {
+        v.insert(*k, secret_bytes(val.to_vec()));
+    }
+    v
+}
+
+fn job(script: &str, values: Variables, dir: &Path, timeout: Duration) -> Job {
+    let t = Template::from_script(script);
+    let rendered = t.render(&values, &Variables::new()).expect("render");
+    let mut j = Job::new(rendered, dir.to_str().unwrap(), timeout, Arc::new(values));
+    j.limits.grace = Duration::from_millis(300);
+    j
+}
+
+fn once() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 1,
+        delay: Duration::ZERO,
+    }
+}
+
+async fn run(script: &str, values: Variables) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(script, values, dir.path(), Duration::from_secs(20));
+    exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+fn secret_of(o: &Outcome) -> Vec<u8> {
+    match &o.result {
+        Ok(s) => s.expose_secret().to_vec(),
+        Err(e) => panic!("expected a secret, got {:?}: {e}", e.kind()),
+    }
+}
+
+fn kind_of(o: &Outcome) -> ErrorKind {
+    match &o.result {
+        Ok(_) => panic!("expected an error, got a secret"),
+        Err(e) => e.kind(),
+    }
+}
+
+/// Whether a process with `marker` in its argv is alive (zombies count as dead).
+fn alive_with(marker: &str) -> bool {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let p = entry.path();
+        let Ok(cmd) = std::fs::read(p.join("cmdline")) else {
+            continue;
+        };
+        if !cmd.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        // Field 3 (after "pid (comm)") is the state.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        if state != "Z" && !state.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Wait (bounded) for no process to carry `marker`: signal delivery is asynchronous.
+fn gone_within(marker: &str, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if !alive_with(marker) {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    !alive_with(marker)
+}
+
+fn marker() -> String {
+    format!("csm-marker-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+#[tokio::test]
+async fn secret_is_byte_exact_with_no_trimming() {
+    let o = run(
+        r#"secret=$'  two\nlines \xff\x01 end\n\n'"#,
+        Variables::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), b"  two\nlines \xff\x01 end\n\n");
+}
+
+#[tokio::test]
+async fn early_exit_zero_still_returns_the_value() {
+    let o = run("secret=early\nexit 0\nsecret=late", Variables::new()).await;
+    assert_eq!(secret_of(&o), b"early");
+}
+
+#[tokio::test]
+async fn a_scripts_own_exit_trap_is_chained_not_replaced() {
+    let o = run(
+        "trap 'echo cleanup >&2' EXIT\nsecret=kept\nexit 0",
+        Variables::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), b"kept");
+    assert!(String::from_utf8_lossy(o.stderr.as_bytes()).contains("cleanup"));
+}
+
+#[tokio::test]
+async fn empty_null_and_unset_are_empty_secret_and_not_retried() {
+    for script in ["secret=", "secret=null", "true"] {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            script,
+            Variables::new(),
+            dir.path(),
+            Duration::from_secs(10),
+        );
+        let policy = RetryPolicy {
+            attempts: 3,
+            delay: Duration::from_millis(1),
+        };
+        let o = exec::run(
+            &LocalExecutor::default(),
+            &j,
+            &policy,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(kind_of(&o), ErrorKind::EmptySecret, "{script}");
+        assert_eq!(o.attempts, 1, "{script}: empty_secret must not be retried");
+        assert_eq!(
+            o.result.as_ref().unwrap_err().to_string(),
+            "The custom shell script returned an empty or null value"
+        );
+    }
+}
+
+#[tokio::test]
+async fn non_zero_exit_is_script_failed_with_code_and_tail_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        "echo 'boom happened' >&2; secret=x; exit 7",
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    let policy = RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_millis(5),
+    };
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &policy,
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(o.attempts, 3);
+    match &o.result {
+        Err(ExecError::ScriptFailed { code, stderr_tail }) => {
+            assert_eq!(*code, 7);
+            assert!(stderr_tail.contains("boom happened"), "{stderr_tail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn script_runs_in_command_path_and_missing_paths_are_command_path_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let canon = std::fs::canonicalize(dir.path()).unwrap();
+    let j = job(
+        "secret=$(pwd -P)",
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), canon.to_str().unwrap().as_bytes());
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    for missing in [dir.path().join("nope"), file] {
+        let j = job(
+            "secret=x",
+            Variables::new(),
+            &missing,
+            Duration::from_secs(10),
+        );
+        let o = exec::run(
+            &LocalExecutor::default(),
+            &j,
+            &once(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(kind_of(&o), ErrorKind::CommandPath);
+        assert!(o
+            .result
+            .unwrap_err()
+            .to_string()
+            .contains(missing.to_str().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn stdin_is_dev_null() {
+    let o = run(
+        "secret=\"[$(cat)]$(readlink /proc/self/fd/0)\"",
+        Variables::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), b"[]/dev/null");
+}
+
+#[tokio::test]
+async fn environment_is_an_allowlist() {
+    let allowed: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("AGENT_TOKEN".into(), "tok-should-not-leak".into()),
+        ("LC_ALL".into(), "C".into()),
+        ("EXTRA_OK".into(), "yes".into()),
+    ];
+    let env = EnvPolicy::with_extra(["EXTRA_*".to_string()]).filter(allowed);
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.contains(&"PATH") && names.contains(&"LC_ALL") && names.contains(&"EXTRA_OK"));
+    assert!(!names.contains(&"AGENT_TOKEN"));
+    // And a script sees only that: no variable from this test process's own environment
+    // beyond the allowlist (cargo sets many CARGO_* variables here).
+    let o = run(
+        "secret=$(env | cut -d= -f1 | sort | tr '\\n' ' ')",
+        Variables::new(),
+    )
+    .await;
+    let seen = String::from_utf8(secret_of(&o)).unwrap();
+    for name in seen.split_whitespace() {
+        assert!(
+            ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "PWD", "SHLVL", "_", "OLDPWD"]
+                .contains(&name)
+                || name.starts_with("LC_"),
+            "unexpected variable {name} reached the script: {seen}"
+        );
+    }
+}
+
+/// While the script runs, no process of its tree has a value or the script in argv or in its
+/// environment. The script parks on a FIFO so the test can look at it.
+#[tokio::test]
+async fn values_never_reach_argv_or_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let go = dir.path().join("go");
+    for f in [&ready, &go] {
+        nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+    let value = b"argv-leak-canary-7f3a";
+    let script = "v=${token}\necho $$ > ready\ncat go > /dev/null\nsecret=\"$v\"";
+    let j = job(
+        script,
+        vars(&[("token", value)]),
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    let exec_fut = tokio::spawn(async move {
+        exec::run(
+            &LocalExecutor::default(),
+            &j,
+            &once(),
+            &CancellationToken::new(),
+        )
+        .await
+    });
+
+    let (ready2, go2) = (ready.clone(), go.clone());
+    let scanned = tokio::task::spawn_blocking(move || {
+        let mut pid = String::new();
+        std::fs::File::open(&ready2)
+            .unwrap()
+            .read_to_string(&mut pid)
+            .unwrap();
+        let pid: i32 = pid.trim().parse().unwrap();
+        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(g) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(p))) else {
+                continue;
+            };
+            if g != pgid {
+                continue;
+            }
+            for f in ["cmdline", "environ"] {
+                let data = std::fs::read(entry.path().join(f)).unwrap_or_default();
+                assert!(
+                    !data.windows(value.len()).any(|w| w == value),
+                    "value found in /proc/{p}/{f}"
+                );
+                assert!(
+                    !data.windows(10).any(|w| w == b"cat go > /"),
+                    "script text found in /proc/{p}/{f}"
+                );
+            }
+            checked += 1;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&go2)
+            .unwrap()
+            .write_all(b"go")
+            .unwrap();
+        checked
+    })
+    .await
+    .unwrap();
+    assert!(
+        scanned >= 2,
+        "expected bash and cat in the group, saw {scanned}"
+    );
+    let o = exec_fut.await.unwrap();
+    assert_eq!(secret_of(&o), value);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_tree() {
+    let m = marker();
+    let script = format!("(exec -a {m} sleep 1000) &\necho started\nsleep 1000");
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        &script,
+        Variables::new(),
+        dir.path(),
+        Duration::from_millis(400),
+    );
+    let t0 = Instant::now();
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::Timeout);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(o.stdout.as_bytes()).contains("started"));
+    assert!(
+        gone_within(&m, Duration::from_secs(5)),
+        "backgrounded sleep survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_script_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let m = marker();
+    let script = format!(
+        "trap '' TERM\n(trap '' TERM; exec -a {m} sleep 1000) &\nwhile :; do sleep 0.05; done"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        &script,
+        Variables::new(),
+        dir.path(),
+        Duration::from_millis(300),
+    );
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::Timeout);
+    assert!(gone_within(&m, Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn background_jobs_do_not_outlive_a_successful_script() {
+    let m = marker();
+    let script = format!("(exec -a {m} sleep 1000) &\nsecret=done");
+    let o = run(&script, Variables::new()).await;
+    assert_eq!(secret_of(&o), b"done");
+    assert!(gone_within(&m, Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn cancellation_and_drop_kill_the_tree() {
+    // Cancel.
+    let m = marker();
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        &format!("exec -a {m} sleep 1000"),
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(60),
+    );
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let handle =
+        tokio::spawn(async move { exec::run(&LocalExecutor::default(), &j, &once(), &c2).await });
+    let end = Instant::now() + Duration::from_secs(10);
+    while !alive_with(&m) && Instant::now() < end {
+        tokio::task::yield_now().await;
+    }
+    cancel.cancel();
+    let o = handle.await.unwrap();
+    assert_eq!(kind_of(&o), ErrorKind::Cancelled);
+    assert!(gone_within(&m, Duration::from_secs(5)));
+
+    // Drop the future mid-run.
+    let m = marker();
+    let j = job(
+        &format!("exec -a {m} sleep 1000"),
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(60),
+    );
+    let handle = tokio::spawn(async move {
+        exec::run(
+            &LocalExecutor::default(),
+            &j,
+            &once(),
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    while !alive_with(&m) && Instant::now() < end {
+        tokio::task::yield_now().await;
+    }
+    assert!(alive_with(&m), "the script never started");
+    handle.abort();
+    let _ = handle.await;
+    assert!(gone_within(&m, Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn gigabytes_of_output_are_drained_and_capped() {
+    let o = run(
+        "head -c 1073741824 /dev/zero\nhead -c 300000000 /dev/zero >&2\nsecret=survived",
+        Variables::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), b"survived");
+    let cap = 1 << 20;
+    assert!(
+        o.stdout.as_bytes().len() <= cap + 256,
+        "{}",
+        o.stdout.as_bytes().len()
+    );
+    assert!(o.stderr.as_bytes().len() <= cap + 256);
+    assert_eq!(o.stdout.cut_bytes(), (1u64 << 30) - cap as u64);
+}
+
+#[tokio::test]
+async fn a_script_larger_than_the_pipe_buffer_runs() {
+    let filler = "# ".to_string() + &"x".repeat(200) + "\n";
+    let script = filler.repeat(5000) + "secret=big-script-ok";
+    let o = run(&script, Variables::new()).await;
+    assert_eq!(secret_of(&o), b"big-script-ok");
+}
+
+#[tokio::test]
+async fn exec_away_is_a_script_failure_without_report() {
+    let o = run("exec true", Variables::new()).await;
+    assert!(
+        matches!(o.result, Err(ExecError::NoReport { .. })),
+        "{:?}",
+        o.result
+    );
+    assert_eq!(kind_of(&o), ErrorKind::ScriptFailed);
+}
+
+#[tokio::test]
+async fn oversized_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(
+        "secret=$(head -c 5000 /dev/zero | tr '\\0' a)",
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    j.limits.max_secret = 4096;
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::ScriptFailed);
+    assert!(o.result.unwrap_err().to_string().contains("4096"));
+}
+
+#[tokio::test]
+async fn values_and_secret_are_masked_in_logs_and_errors() {
+    let value = b"var-value-1234";
+    let script = "v=${token}\n\
+        echo \"raw $v\"\n\
+        printf '%s' \"$v\" | base64\n\
+        echo \"$v\" | base64 >&2\n\
+        secret=the-returned-secret\n\
+        echo \"secret is $secret\" >&2\n\
+        echo \"fail $v\" >&2\n\
+        exit 3";
+    let o = run(script, vars(&[("token", value)])).await;
+    let all = [o.stdout.as_bytes(), o.stderr.as_bytes()].concat();
+    let err = o.result.as_ref().unwrap_err().to_string();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    for needle in [
+        &b"var-value-1234"[..],
+        b"the-returned-secret",
+        b64.as_bytes(),
+        &b64.as_bytes()[..12],
+    ] {
+        assert!(
+            !all.windows(needle.len()).any(|w| w == needle),
+            "log leaks {:?}",
+            String::from_utf8_lossy(needle)
+        );
+        assert!(
+            !err.as_bytes().windows(needle.len()).any(|w| w == needle),
+            "error leaks: {err}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&all).contains("raw ***"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+}
+
+#[tokio::test]
+async fn a_value_too_short_to_mask_withholds_the_log() {
+    let o = run("echo \"the value is ${k}\"\necho more >&2\nsecret=long-enough-secret", vars(&[("k", b"ab")])).await;
+    assert_eq!(secret_of(&o), b"long-enough-secret");
+    for log in [&o.stdout, &o.stderr] {
+        let text = String::from_utf8_lossy(log.as_bytes());
+        assert!(text.contains("withheld"), "{text}");
+        assert!(!text.contains("the value is"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn many_concurrent_jobs_on_one_executor() {
+    let executor = Arc::new(LocalExecutor::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let executor = executor.clone();
+        let path: PathBuf = dir.path().to_path_buf();
+        handles.push(tokio::spawn(async move {
+            let j = job(
+                &format!("secret=value-{i}"),
+                Variables::new(),
+                &path,
+                Duration::from_secs(30),
+            );
+            let o = exec::run(executor.as_ref(), &j, &once(), &CancellationToken::new()).await;
+            (i, o)
+        }));
+    }
+    for h in handles {
+        let (i, o) = h.await.unwrap();
+        assert_eq!(secret_of(&o), format!("value-{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_left_in_command_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        "secret=clean",
+        vars(&[("k", b"some-value-here")]),
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    let o = exec::run(
+        &LocalExecutor::default(),
+        &j,
+        &once(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(secret_of(&o), b"clean");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
