@@ -571,7 +571,11 @@ async fn values_and_secret_are_masked_in_logs_and_errors() {
 
 #[tokio::test]
 async fn a_value_too_short_to_mask_withholds_the_log() {
-    let o = run("echo \"the value is ${k}\"\necho more >&2\nsecret=long-enough-secret", vars(&[("k", b"ab")])).await;
+    let o = run(
+        "echo \"the value is ${k}\"\necho more >&2\nsecret=long-enough-secret",
+        vars(&[("k", b"ab")]),
+    )
+    .await;
     assert_eq!(secret_of(&o), b"long-enough-secret");
     for log in [&o.stdout, &o.stderr] {
         let text = String::from_utf8_lossy(log.as_bytes());
