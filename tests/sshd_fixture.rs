@@ -80,9 +80,11 @@ fn fingerprint_of_line(line: &str, dir: &Path) -> String {
         .to_string()
 }
 
-/// Starts a remote `sleep` whose command line carries `marker`, and returns once the
-/// remote side has started it (it echoes a line first).
-fn start_remote_sleep(sshd: &Sshd, marker: &str) -> Child {
+/// Starts a remote `sleep` whose command line carries a marker unique to this fixture
+/// (other test processes run the same tests against the same machine), and returns
+/// once the remote side has started it (it echoes a line first).
+fn start_remote_sleep(sshd: &Sshd, label: &str) -> (Child, String) {
+    let marker = format!("csm-fixture-{label}-{}", sshd.port());
     let mut child = sshd
         .ssh_command(sshd.client_key(KeyKind::Ed25519), sshd.known_hosts_path())
         .arg(format!("echo started; exec -a {marker} sleep 120"))
@@ -95,7 +97,7 @@ fn start_remote_sleep(sshd: &Sshd, marker: &str) -> Child {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "started\n", "{}", sshd.server_log());
-    child
+    (child, marker)
 }
 
 /// Whether a process with `marker` in its command line runs on the server.
@@ -290,8 +292,7 @@ fn several_host_key_kinds_can_be_served() {
 fn restart_keeps_port_and_keys_and_drops_connections() {
     let mut sshd = Sshd::start();
     let (port, pid) = (sshd.port(), sshd.pid().unwrap());
-    let marker = "csm-fixture-restart-marker";
-    let mut session = start_remote_sleep(&sshd, marker);
+    let (mut session, marker) = start_remote_sleep(&sshd, "restart");
 
     sshd.restart();
     assert_eq!(sshd.port(), port);
@@ -301,7 +302,7 @@ fn restart_keeps_port_and_keys_and_drops_connections() {
         poll_until(|| session.try_wait().unwrap().is_some()),
         "ssh session survived the restart"
     );
-    assert!(!remote_process_exists(&sshd, marker));
+    assert!(!remote_process_exists(&sshd, &marker));
     // ...and the new one accepts the same client key under strict host key checking.
     let out = sshd.run_as_user("echo again");
     assert_ok(&out, &sshd);
@@ -313,9 +314,8 @@ fn restart_keeps_port_and_keys_and_drops_connections() {
 fn kill_connections_keeps_the_listener() {
     let sshd = Sshd::start();
     let pid = sshd.pid().unwrap();
-    let marker = "csm-fixture-kill-marker";
-    let mut session = start_remote_sleep(&sshd, marker);
-    assert!(remote_process_exists(&sshd, marker));
+    let (mut session, marker) = start_remote_sleep(&sshd, "kill");
+    assert!(remote_process_exists(&sshd, &marker));
 
     assert!(sshd.kill_connections() > 0);
     assert!(
@@ -323,7 +323,7 @@ fn kill_connections_keeps_the_listener() {
         "ssh session survived kill_connections"
     );
     assert_eq!(sshd.pid(), Some(pid));
-    assert!(!remote_process_exists(&sshd, marker));
+    assert!(!remote_process_exists(&sshd, &marker));
 }
 
 #[test]
@@ -362,7 +362,7 @@ fn drop_kills_sshd_and_removes_its_dir() {
     let sshd = Sshd::start();
     let pid = Pid::from_raw(sshd.pid().unwrap() as i32);
     let (port, dir) = (sshd.port(), sshd.dir().to_path_buf());
-    let mut session = start_remote_sleep(&sshd, "csm-fixture-drop-marker");
+    let (mut session, _) = start_remote_sleep(&sshd, "drop");
     assert!(kill(pid, None).is_ok());
 
     drop(sshd);
