@@ -922,7 +922,7 @@ fn ensure_test_password() -> String {
     let dir = file.parent().expect("password file has a parent");
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     set_mode(dir, 0o700);
-    let _lock = lock_file(&dir.join("lock"));
+    let _lock = lock_file(&dir.join("lock"), "");
 
     let password = match fs::read_to_string(file) {
         Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
@@ -959,16 +959,17 @@ fn ensure_test_password() -> String {
     password
 }
 
-/// Takes an exclusive flock on `path` (created if missing); released on drop.
-fn lock_file(path: &Path) -> Flock<File> {
+/// Takes an exclusive flock on `path` (created if missing); released on drop. `hint`
+/// is appended to failure messages.
+fn lock_file(path: &Path, hint: &str) -> Flock<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .unwrap_or_else(|e| panic!("open lock file {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("open lock file {}: {e} {hint}", path.display()));
     Flock::lock(file, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("lock {}: {e}", path.display()))
+        .unwrap_or_else(|(_, e)| panic!("lock {}: {e} {hint}", path.display()))
 }
 
 /// How to generate one key file with ssh-keygen.
@@ -1090,7 +1091,7 @@ fn ensure_key_cache() -> PathBuf {
     let dir = base.join(&name);
     let hint = "(set CSM_TEST_KEY_CACHE to a writable dir)";
     fs::create_dir_all(&base).unwrap_or_else(|e| panic!("create {}: {e} {hint}", base.display()));
-    let _lock = lock_file(&base.join(format!("{name}.lock")));
+    let _lock = lock_file(&base.join(format!("{name}.lock")), hint);
     if dir.join("complete").exists() {
         return dir;
     }
