@@ -1,0 +1,9 @@
+//! Shared support code for the integration tests (`mod support;` in each test file).
+//!
+//! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
+
+// Each integration test binary compiles this module on its own and uses only part of
+// it, so items unused by one binary would otherwise trip `dead_code` there.
+#![allow(dead_code)]
+
+pub mod sshd;
