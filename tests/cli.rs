@@ -41,7 +41,12 @@ impl Env {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn s(p: &Path) -> &str {
@@ -51,9 +56,23 @@ fn s(p: &Path) -> &str {
 #[test]
 fn reveal_prints_exactly_the_secret_bytes() {
     let e = Env::new();
-    let t = e.file("t.sh", b"secret=$'line one\\n\\xfe\\x01 two\\n\\n'\necho chatter\necho noise >&2");
-    let out = e.run(&["--template", s(&t), "--command-path", s(e.path()), "--reveal"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = e.file(
+        "t.sh",
+        b"secret=$'line one\\n\\xfe\\x01 two\\n\\n'\necho chatter\necho noise >&2",
+    );
+    let out = e.run(&[
+        "--template",
+        s(&t),
+        "--command-path",
+        s(e.path()),
+        "--reveal",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"line one\n\xfe\x01 two\n\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ok: secret retrieved (17 bytes)"), "{err}");
@@ -78,7 +97,12 @@ fn without_reveal_the_secret_appears_in_no_form() {
         assert_eq!(out.status.code(), Some(0));
         let all = [out.stdout.clone(), out.stderr.clone()].concat();
         for form in encodings(secret.as_bytes()) {
-            assert!(!contains(&all, &form), "leaked {:?} in {}", String::from_utf8_lossy(&form), String::from_utf8_lossy(&all));
+            assert!(
+                !contains(&all, &form),
+                "leaked {:?} in {}",
+                String::from_utf8_lossy(&form),
+                String::from_utf8_lossy(&all)
+            );
         }
         assert!(String::from_utf8_lossy(&all).contains("***"));
     }
@@ -88,7 +112,13 @@ fn without_reveal_the_secret_appears_in_no_form() {
 fn json_success_and_failure_shapes() {
     let e = Env::new();
     let ok = e.file("ok.sh", b"secret=abcdef");
-    let out = e.run(&["--template", s(&ok), "--command-path", s(e.path()), "--json"]);
+    let out = e.run(&[
+        "--template",
+        s(&ok),
+        "--command-path",
+        s(e.path()),
+        "--json",
+    ]);
     let v = json(&out);
     assert_eq!(v["ok"], true);
     assert_eq!(v["length"], 6);
@@ -96,11 +126,28 @@ fn json_success_and_failure_shapes() {
     assert!(v["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(v.get("secret").is_none());
 
-    let out = e.run(&["--template", s(&ok), "--command-path", s(e.path()), "--json", "--reveal"]);
+    let out = e.run(&[
+        "--template",
+        s(&ok),
+        "--command-path",
+        s(e.path()),
+        "--json",
+        "--reveal",
+    ]);
     assert_eq!(json(&out)["secret"], "abcdef");
 
     let bad = e.file("bad.sh", b"echo oops >&2; exit 9");
-    let out = e.run(&["--template", s(&bad), "--command-path", s(e.path()), "--json", "--attempts", "2", "--retry-delay", "0"]);
+    let out = e.run(&[
+        "--template",
+        s(&bad),
+        "--command-path",
+        s(e.path()),
+        "--json",
+        "--attempts",
+        "2",
+        "--retry-delay",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v = json(&out);
     assert_eq!(v["ok"], false);
@@ -116,7 +163,12 @@ fn exit_codes_and_kinds() {
         (b"secret=", vec![], 1, "empty_secret"),
         (b"secret=null", vec![], 1, "empty_secret"),
         (b"exit 4", vec![], 1, "script_failed"),
-        (b"secret=x", vec!["--command-path", "/nonexistent/dir"], 2, "command_path"),
+        (
+            b"secret=x",
+            vec!["--command-path", "/nonexistent/dir"],
+            2,
+            "command_path",
+        ),
         (b"sleep 100", vec!["--timeout", "0.3"], 3, "timeout"),
     ];
     for (script, extra, code, kind) in cases {
@@ -127,7 +179,12 @@ fn exit_codes_and_kinds() {
         }
         args.extend(extra.iter().copied());
         let out = e.run(&args);
-        assert_eq!(out.status.code(), Some(code), "{kind}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(json(&out)["error"]["kind"], kind);
     }
 }
@@ -137,9 +194,15 @@ fn malformed_input_is_a_clear_invalid_input_error() {
     let e = Env::new();
     let t = e.file("t.sh", b"secret=x");
     for (name, body) in [
-        ("trunc.json", &b"{\"secretManagerInput\": {\"secretManagerType\": \"CUSTOM\""[..]),
+        (
+            "trunc.json",
+            &b"{\"secretManagerInput\": {\"secretManagerType\": \"CUSTOM\""[..],
+        ),
         ("shape.json", b"{\"something\": 1}"),
-        ("type.json", b"{\"input\": {\"secretManagerId\": \"x\", \"secretManagerType\": \"VAULT\"}}"),
+        (
+            "type.json",
+            b"{\"input\": {\"secretManagerId\": \"x\", \"secretManagerType\": \"VAULT\"}}",
+        ),
         ("binary.json", b"\xff\xfe\x00garbage"),
     ] {
         let input = e.file(name, body);
@@ -149,7 +212,10 @@ fn malformed_input_is_a_clear_invalid_input_error() {
     }
     let out = e.run(&["--template", s(&e.path().join("missing.sh"))]);
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN).args(["test-run", "--no-such-flag"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["test-run", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -183,12 +249,31 @@ fn seed_input_supplies_values_and_command_path_and_flags_override() {
         "usageScope": {"appEnvScopes": [{"application": {"filterType": "ALL"}, "environment": {"filterType": "PRODUCTION_ENVIRONMENTS"}}]}}}});
     let i = e.file("i.json", input.to_string().as_bytes());
     let out = e.run(&["--template", s(&t), "--input", s(&i), "--reveal", "-q"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"eng:p/q:k-1:cmdpath");
 
-    let out = e.run(&["--template", s(&t), "--input", s(&i), "--var", "key=flag", "--command-path", s(e.path()), "--reveal", "-q"]);
+    let out = e.run(&[
+        "--template",
+        s(&t),
+        "--input",
+        s(&i),
+        "--var",
+        "key=flag",
+        "--command-path",
+        s(e.path()),
+        "--reveal",
+        "-q",
+    ]);
     let base = e.path().file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("eng:p/q:flag:{base}"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("eng:p/q:flag:{base}")
+    );
 
     // The update form works as well.
     let upd = serde_json::json!({"input": {"secretManagerId": "sm1", "secretManagerType": "CUSTOM", "customSecretManagerInput": {
@@ -202,11 +287,26 @@ fn seed_input_supplies_values_and_command_path_and_flags_override() {
 #[test]
 fn var_file_values_round_trip_exactly() {
     let e = Env::new();
-    let value = b"-----BEGIN KEY-----\nline 'two' \"three\" $(four) `five`\n\\six\n-----END KEY-----\n";
+    let value =
+        b"-----BEGIN KEY-----\nline 'two' \"three\" $(four) `five`\n\\six\n-----END KEY-----\n";
     let vf = e.file("value.pem", value);
     let t = e.file("t.sh", b"secret=${pem}");
-    let out = e.run(&["--template", s(&t), "--var-file", &format!("pem={}", s(&vf)), "--command-path", s(e.path()), "--reveal", "-q"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e.run(&[
+        "--template",
+        s(&t),
+        "--var-file",
+        &format!("pem={}", s(&vf)),
+        "--command-path",
+        s(e.path()),
+        "--reveal",
+        "-q",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, value);
 }
 
@@ -220,7 +320,12 @@ fn missing_variables_are_one_error_naming_all() {
     let v = json(&out);
     assert_eq!(v["error"]["kind"], "missing_variable");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains('a') && msg.contains('c') && msg.contains("have not been provided as part of test parameters"), "{msg}");
+    assert!(
+        msg.contains('a')
+            && msg.contains('c')
+            && msg.contains("have not been provided as part of test parameters"),
+        "{msg}"
+    );
     assert!(!msg.contains("given-value"));
 }
 
@@ -241,9 +346,22 @@ fn execute_on_delegate_false_never_falls_back_to_a_local_run() {
 #[test]
 fn the_agents_environment_never_reaches_the_script() {
     let e = Env::new();
-    let t = e.file("t.sh", b"secret=\"[${AGENT_TOKEN-unset}][${EXTRA_OK-unset}]\"");
+    let t = e.file(
+        "t.sh",
+        b"secret=\"[${AGENT_TOKEN-unset}][${EXTRA_OK-unset}]\"",
+    );
     let out = Command::new(BIN)
-        .args(["test-run", "--template", s(&t), "--command-path", s(e.path()), "--reveal", "-q", "--env-allow", "EXTRA_OK"])
+        .args([
+            "test-run",
+            "--template",
+            s(&t),
+            "--command-path",
+            s(e.path()),
+            "--reveal",
+            "-q",
+            "--env-allow",
+            "EXTRA_OK",
+        ])
         .env("AGENT_TOKEN", "tok-must-not-reach-scripts")
         .env("EXTRA_OK", "allowed")
         .output()
@@ -262,14 +380,32 @@ fn leak_scan_of_everything_the_process_prints_and_leaves() {
     let var_value = "var/value with spaces+plus&amp";
     let secret = "returned-secret-9c1e";
     let vf = e.file("v.txt", var_value.as_bytes());
-    for (name, tail) in [("ok", "secret='returned-secret-9c1e'"), ("fail", "secret='returned-secret-9c1e'; echo \"bad $v\" >&2; exit 3")] {
+    for (name, tail) in [
+        ("ok", "secret='returned-secret-9c1e'"),
+        (
+            "fail",
+            "secret='returned-secret-9c1e'; echo \"bad $v\" >&2; exit 3",
+        ),
+    ] {
         let script = format!(
             "v=${{token}}\necho \"log: $v\"\nprintf '%s' \"$v\" | base64 >&2\nset -x\n: \"$v\"\nset +x\n{tail}"
         );
         let t = e.file(&format!("{name}.sh"), script.as_bytes());
         let before: Vec<_> = list(e.path());
         let out = Command::new(BIN)
-            .args(["--log", "debug", "test-run", "--template", s(&t), "--command-path", s(&work), "--attempts", "2", "--retry-delay", "0"])
+            .args([
+                "--log",
+                "debug",
+                "test-run",
+                "--template",
+                s(&t),
+                "--command-path",
+                s(&work),
+                "--attempts",
+                "2",
+                "--retry-delay",
+                "0",
+            ])
             .arg("--var-file")
             .arg(format!("token={}", s(&vf)))
             .env("TMPDIR", e.path())
@@ -277,19 +413,36 @@ fn leak_scan_of_everything_the_process_prints_and_leaves() {
             .unwrap();
         let all = [out.stdout.clone(), out.stderr.clone()].concat();
         // The value did reach the script (and was masked), so the scan below means something.
-        assert!(contains(&all, b"log: ***"), "{name}: {}", String::from_utf8_lossy(&all));
+        assert!(
+            contains(&all, b"log: ***"),
+            "{name}: {}",
+            String::from_utf8_lossy(&all)
+        );
         for v in [var_value.as_bytes(), secret.as_bytes()] {
             for form in encodings(v) {
-                assert!(!contains(&all, &form), "{name}: leaked {:?}:\n{}", String::from_utf8_lossy(&form), String::from_utf8_lossy(&all));
+                assert!(
+                    !contains(&all, &form),
+                    "{name}: leaked {:?}:\n{}",
+                    String::from_utf8_lossy(&form),
+                    String::from_utf8_lossy(&all)
+                );
             }
         }
         assert_eq!(list(e.path()), before, "{name}: files were left behind");
-        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "{name}: files left in commandPath");
+        assert_eq!(
+            std::fs::read_dir(&work).unwrap().count(),
+            0,
+            "{name}: files left in commandPath"
+        );
     }
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     v.sort();
     v
 }

@@ -171,7 +171,7 @@ async fn empty_null_and_unset_are_empty_secret_and_not_retried() {
 async fn non_zero_exit_is_script_failed_with_code_and_tail_and_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let j = job(
-        "echo 'boom happened' >&2; secret=x; exit 7",
+        "echo 'boom happened' >&2; secret=partial-value; exit 7",
         Variables::new(),
         dir.path(),
         Duration::from_secs(10),

@@ -29,6 +29,7 @@
 //! - `csm:unset <rc>\n`: the script ended without setting `secret`;
 //! - `csm:done <rc> <len>\n<len bytes>`: the exact bytes of `$secret`.
 
+use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -40,11 +41,18 @@ use crate::secret::{secret_bytes, SecretBytes};
 /// The bash binary used locally. Remote hosts use `bash` from their PATH.
 pub const LOCAL_BASH: &str = "/bin/bash";
 
+/// [`LOCAL_BASH`] for `posix_spawn`.
+pub const LOCAL_BASH_C: &CStr = c"/bin/bash";
+
 /// The fixed bootstrap given to `bash -c` locally. It contains no value.
 pub const LOCAL_BOOTSTRAP: &str = "exec 4<&0 </dev/null; . /dev/fd/4";
+/// [`LOCAL_BOOTSTRAP`] for `posix_spawn`.
+pub const LOCAL_BOOTSTRAP_C: &CStr = c"exec 4<&0 </dev/null; . /dev/fd/4";
 
 /// `$0` for the script, so its error messages read `csm-agent: line 3: …`.
 pub const SCRIPT_NAME: &str = "csm-agent";
+/// [`SCRIPT_NAME`] for `posix_spawn`.
+pub const SCRIPT_NAME_C: &CStr = c"csm-agent";
 
 /// The longest frame header the parser accepts.
 const MAX_HEADER: usize = 64;
