@@ -9,7 +9,6 @@
 //! `cargo bench --bench local_exec` (CSM_BENCH_ITERS=N to change the count).
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csm_agent::exec::local::LocalExecutor;
@@ -47,7 +46,7 @@ async fn ours(
     let mut vars = Variables::new();
     vars.insert("unused", secret_bytes(b"a-variable-value".to_vec()));
     let rendered = template.render(&vars, &Variables::new()).unwrap();
-    let job = Job::new(rendered, dir, Duration::from_secs(60), Arc::new(vars));
+    let job = Job::new(rendered, dir, Duration::from_secs(60), &vars);
     let o = exec::run(exec, &job, policy, &CancellationToken::new()).await;
     assert_eq!(o.result.unwrap().expose_secret(), b"abc");
     t.elapsed()

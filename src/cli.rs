@@ -375,14 +375,14 @@ pub async fn test_run(args: &TestRunArgs, out: &mut dyn Write, err: &mut dyn Wri
         Ok(p) => p,
         Err(f) => return report_failure(args, None, &f, out, err),
     };
-    let vars = Arc::new(plan.vars);
+    let vars = plan.vars;
     // Values are masked everywhere from here on, including in error messages.
     let masker = Masker::new(vars.iter().map(|(_, v)| v.expose_secret()));
     let rendered = match plan.template.render(&vars, &Variables::new()) {
         Ok(r) => r,
         Err(e) => return report_failure(args, None, &masked(&masker, e.into()), out, err),
     };
-    let job = Job::new(rendered, plan.command_path, plan.timeout, vars.clone());
+    let job = Job::new(rendered, plan.command_path, plan.timeout, &vars);
     let executor: Box<dyn Executor> = match plan.target {
         Target::Local => Box::new(LocalExecutor::new(&EnvPolicy::with_extra(
             args.env_allow.iter().cloned(),
@@ -424,7 +424,7 @@ async fn run_with_ctrl_c(
 fn masked(masker: &Masker, f: Failure) -> Failure {
     Failure {
         kind: f.kind,
-        message: String::from_utf8_lossy(&masker.mask(f.message.as_bytes())).into_owned(),
+        message: masker.mask_str(&f.message),
     }
 }
 

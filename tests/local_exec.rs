@@ -26,7 +26,7 @@ fn vars(pairs: &[(&str, &[u8])]) -> Variables {
 fn job(script: &str, values: Variables, dir: &Path, timeout: Duration) -> Job {
     let t = Template::from_script(script);
     let rendered = t.render(&values, &Variables::new()).expect("render");
-    let mut j = Job::new(rendered, dir.to_str().unwrap(), timeout, Arc::new(values));
+    let mut j = Job::new(rendered, dir.to_str().unwrap(), timeout, &values);
     j.limits.grace = Duration::from_millis(300);
     j
 }

@@ -73,9 +73,7 @@ pub struct Job {
     pub timeout: Duration,
     /// Output and timing bounds.
     pub limits: Limits,
-    /// The values to mask: every variable value. The secret is added after the run.
-    pub values: Arc<Variables>,
-    /// A masker built from `values`.
+    /// Masks every variable value; the secret is added once it is known.
     pub masker: Arc<Masker>,
 }
 
@@ -85,7 +83,7 @@ impl Job {
         script: RenderedScript,
         command_path: impl Into<String>,
         timeout: Duration,
-        values: Arc<Variables>,
+        values: &Variables,
     ) -> Job {
         let masker = Arc::new(Masker::new(values.iter().map(|(_, v)| v.expose_secret())));
         Job {
@@ -93,7 +91,6 @@ impl Job {
             command_path: command_path.into(),
             timeout,
             limits: Limits::default(),
-            values,
             masker,
         }
     }
@@ -341,12 +338,7 @@ fn interpret(
     } = attempt;
     // Any secret the script set is masked from its logs, whether or not it succeeded.
     if let Ok(Some(Report::Done { secret, .. })) = &report {
-        let masker = Masker::new(
-            job.values
-                .iter()
-                .map(|(_, v)| v.expose_secret())
-                .chain(std::iter::once(secret.expose_secret())),
-        );
+        let masker = job.masker.extended([secret.expose_secret()]);
         stdout.remask(&masker);
         stderr.remask(&masker);
     }
