@@ -5,6 +5,7 @@
 //! is printed in any form; with it, stdout carries exactly the secret's bytes. Every failure
 //! is one typed error with a stable kind and exit code (see [`ErrorKind::exit_code`]).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::exec::local::{EnvPolicy, LocalExecutor};
 use crate::exec::ssh::{
     self, HostKeyPolicy, SshAuth, SshConfig, SshCredential, SshExecutor, SshPool, SshTarget,
 };
-use crate::exec::{self, Executor, Job, Outcome, RetryPolicy};
+use crate::exec::{self, Executor, Job, Limits, Outcome, RetryPolicy};
 use crate::input::{self, CustomSecretManagerInput};
 use crate::mask::Masker;
 use crate::secret::{secret_bytes, Variables};
@@ -71,6 +72,10 @@ pub struct TestRunArgs {
     /// Seconds between attempts.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub retry_delay: f64,
+    /// A stored secret's value, read from a file: for `${secrets.getValue("ID")}` in the
+    /// template (byte for byte) and for secret ids a connector names.
+    #[arg(long = "secret-file", value_name = "ID=PATH")]
+    pub secret_files: Vec<String>,
     /// Extra environment variables the script may see (NAME, or PREFIX*).
     #[arg(long = "env-allow", value_name = "NAME")]
     pub env_allow: Vec<String>,
@@ -112,9 +117,6 @@ pub struct SshArgs {
     /// Connector file: Harness's sshCredential JSON plus hostKeys (see docs/connector.md).
     #[arg(long, value_name = "FILE")]
     pub connector: Option<PathBuf>,
-    /// A value for a secret id the connector names, read from a file.
-    #[arg(long = "secret-file", value_name = "ID=PATH")]
-    pub secret_files: Vec<String>,
     /// known_hosts file to trust (repeatable) [default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts].
     #[arg(long = "known-hosts", value_name = "FILE")]
     pub known_hosts: Vec<PathBuf>,
@@ -164,6 +166,8 @@ enum Target {
 struct Plan {
     template: Template,
     vars: Variables,
+    /// Values for `${secrets.getValue("id")}`.
+    secrets: Variables,
     command_path: String,
     timeout: Duration,
     target: Target,
@@ -194,8 +198,20 @@ fn plan(args: &TestRunArgs) -> Result<Plan, Failure> {
         }
         None => CustomSecretManagerInput::default(),
     };
+    let mut secret_files = BTreeMap::new();
+    for s in &args.secret_files {
+        let (id, path) = parse_assignment(s, "--secret-file")?;
+        secret_files.insert(id.to_string(), PathBuf::from(path));
+    }
+    let mut secrets = Variables::new();
+    for (id, path) in &secret_files {
+        secrets.insert(
+            id.clone(),
+            secret_bytes(read_file(path, &format!("the file for secret {id}"))?),
+        );
+    }
     let target = if args.ssh.host.is_some() || input.execute_on_delegate == Some(false) {
-        Target::Ssh(ssh_target(&args.ssh, &input)?)
+        Target::Ssh(ssh_target(&args.ssh, &input, &secret_files)?)
     } else {
         Target::Local
     };
@@ -224,6 +240,7 @@ fn plan(args: &TestRunArgs) -> Result<Plan, Failure> {
     Ok(Plan {
         template,
         vars,
+        secrets,
         command_path,
         timeout,
         target,
@@ -242,7 +259,11 @@ fn read_secret(path: &Path, what: &str) -> Result<SecretString, Failure> {
 
 /// Resolve the SSH target from flags, the connector file and the input document.
 /// Flags win over the connector, and the connector over the input.
-fn ssh_target(a: &SshArgs, input: &CustomSecretManagerInput) -> Result<SshTarget, Failure> {
+fn ssh_target(
+    a: &SshArgs,
+    input: &CustomSecretManagerInput,
+    secret_files: &BTreeMap<String, PathBuf>,
+) -> Result<SshTarget, Failure> {
     let host = a
         .host
         .clone()
@@ -264,11 +285,6 @@ fn ssh_target(a: &SshArgs, input: &CustomSecretManagerInput) -> Result<SshTarget
         }
         None => None,
     };
-    let mut secret_files = std::collections::BTreeMap::new();
-    for s in &a.secret_files {
-        let (id, path) = parse_assignment(s, "--secret-file")?;
-        secret_files.insert(id.to_string(), PathBuf::from(path));
-    }
     let lookup = |id: &str| -> Result<SecretString, Failure> {
         if let Some(p) = secret_files.get(id) {
             return read_secret(p, &format!("the file for secret {id}"));
@@ -376,13 +392,30 @@ pub async fn test_run(args: &TestRunArgs, out: &mut dyn Write, err: &mut dyn Wri
         Err(f) => return report_failure(args, None, &f, out, err),
     };
     let vars = plan.vars;
+    let secrets = plan.secrets;
     // Values are masked everywhere from here on, including in error messages.
-    let masker = Masker::new(vars.iter().map(|(_, v)| v.expose_secret()));
-    let rendered = match plan.template.render(&vars, &Variables::new()) {
+    let mut masked_values = vars.clone();
+    for (id, v) in secrets.iter() {
+        masked_values.insert(
+            format!("secrets.getValue({id})"),
+            secret_bytes(v.expose_secret().to_vec()),
+        );
+    }
+    let masker = Arc::new(Masker::new(
+        masked_values.iter().map(|(_, v)| v.expose_secret()),
+    ));
+    drop(masked_values);
+    let rendered = match plan.template.render(&vars, &secrets) {
         Ok(r) => r,
         Err(e) => return report_failure(args, None, &masked(&masker, e.into()), out, err),
     };
-    let job = Job::new(rendered, plan.command_path, plan.timeout, &vars);
+    let job = Job {
+        script: rendered,
+        command_path: plan.command_path,
+        timeout: plan.timeout,
+        limits: Limits::default(),
+        masker: masker.clone(),
+    };
     let executor: Box<dyn Executor> = match plan.target {
         Target::Local => Box::new(LocalExecutor::new(&EnvPolicy::with_extra(
             args.env_allow.iter().cloned(),
