@@ -978,7 +978,8 @@ mod lex {
             return None;
         }
         let name = std::str::from_utf8(name).ok()?.to_owned();
-        Some((name, n + 5))
+        // Opening quote, name, closing quote, `)`, `close`.
+        Some((name, n + 4))
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1274,7 +1275,8 @@ mod lex {
                     complex = true;
                     i += 1;
                 }
-                b'$' | b'<' | b'>' if matches!(b.get(i + 1), Some(b'(' | b'{' | b'[')) => {
+                b'$' if b.get(i + 1) == Some(&b'{') => i = skip_braces(b, i + 2, end),
+                b'$' | b'<' | b'>' if matches!(b.get(i + 1), Some(b'(' | b'[')) => {
                     complex = true;
                     i += 1;
                 }
@@ -1294,6 +1296,42 @@ mod lex {
             }
         }
         true
+    }
+
+    /// After `${` at `p`: the position after its matching `}`, honouring quotes and nested
+    /// `${`, as bash matches it (parentheses inside do not count).
+    fn skip_braces(b: &[u8], p: usize, end: usize) -> usize {
+        let mut depth = 0usize;
+        let mut i = p;
+        while i < end {
+            match b[i] {
+                b'\\' => i += 1,
+                b'\'' => {
+                    i += 1;
+                    while i < end && b[i] != b'\'' {
+                        i += 1;
+                    }
+                }
+                b'"' => {
+                    i += 1;
+                    while i < end && b[i] != b'"' {
+                        if b[i] == b'\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                b'$' if b.get(i + 1) == Some(&b'{') => {
+                    depth += 1;
+                    i += 1;
+                }
+                b'}' if depth == 0 => return i + 1,
+                b'}' => depth -= 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        end
     }
 
     fn line_end(b: &[u8], from: usize, end: usize) -> usize {
@@ -1397,6 +1435,10 @@ mod lex {
                     Tag::Subscript => self.step_subscript(&mut st, pos, end),
                     Tag::HeredocBody => self.step_heredoc_body(&mut st, pos, end),
                 };
+            }
+            // The last word of the region ends here too (`declare -i q` at end of script).
+            if matches!(st.last(), Some(Frame::Cmd(f)) if f.in_word) && !self.too_deep {
+                self.cmd_end_word(&mut st, end);
             }
             pos.min(end)
         }
