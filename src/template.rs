@@ -660,18 +660,26 @@ impl Template {
                         cs += 1;
                     }
                 }
+                // Template text alone never forms the delimiter line (the lexer ended the
+                // body at the first one), so a value on this line made it.
+                let on_line = spans.iter().find(|&&(f, t, _)| f <= le && t >= ls);
                 if body[cs..le] == hd.delim[..] {
-                    // Template text alone never forms the delimiter line (the lexer ended
-                    // the body at the first one), so a value on this line made it.
-                    let p = spans
-                        .iter()
-                        .find(|&&(f, t, _)| f <= le && t >= ls)
-                        .map_or(&an.sites[sites[0]].placeholder, |&(_, _, p)| p);
+                    let p = on_line.map_or(&an.sites[sites[0]].placeholder, |&(_, _, p)| p);
                     return Err(heredoc_error(
                         p,
                         hd,
                         "a line of the value would end the here-document",
                     ));
+                }
+                if let (true, Some(&(_, _, p))) = (hd.in_subst, on_line) {
+                    if body[cs..le].starts_with(&hd.delim) {
+                        return Err(heredoc_error(
+                            p,
+                            hd,
+                            "inside $(…) bash may end a here-document at a line that only \
+                             starts with its delimiter",
+                        ));
+                    }
                 }
                 ls = le + 1;
             }
@@ -710,10 +718,13 @@ fn is_plain_integer(v: &[u8]) -> bool {
 /// simply run to the end of the region, and only excessive nesting is reported.
 mod lex {
     use std::borrow::Cow;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashSet};
 
     /// Frames plus nested lexers beyond this are refused rather than analysed.
     const MAX_DEPTH: usize = 200;
+    /// How many `((` per lexer may be re-read as command lists (bounds the work on
+    /// hostile input; past it, such lists are treated as arithmetic).
+    const MAX_RELEX: usize = 256;
 
     /// What a placeholder refers to.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -837,6 +848,7 @@ mod lex {
         Unterminated,
         Detached,
         UnusualDelimiter,
+        EndsEarly,
     }
 
     impl HeredocProblem {
@@ -848,6 +860,9 @@ mod lex {
                 HeredocProblem::Unterminated => "the here-document has no terminating line",
                 HeredocProblem::Detached => {
                     "its body does not follow the line of the command that opens it"
+                }
+                HeredocProblem::EndsEarly => {
+                    "inside $(…) a body line starting with the delimiter ends it early"
                 }
                 HeredocProblem::UnusualDelimiter => "its delimiter uses $'…', $\"…\" or backquotes",
             }
@@ -862,6 +877,9 @@ mod lex {
         pub delim: Vec<u8>,
         pub strip_tabs: bool,
         pub problem: Option<HeredocProblem>,
+        /// Inside `$(…)` or `<(…)`, where bash 5.2 ends the body at a line that merely
+        /// starts with the delimiter (given a later `)`), and older versions vary.
+        pub in_subst: bool,
     }
 
     /// The result of lexing a script.
@@ -876,7 +894,7 @@ mod lex {
     /// Lex a script.
     pub(super) fn analyze(script: &[u8]) -> Analysis {
         let mut lx = Lexer::new(script, false, 0);
-        let root = Frame::Cmd(CmdFrame::new(lx.fresh_id(), false));
+        let root = Frame::Cmd(CmdFrame::new(lx.fresh_id(), false, false));
         lx.run(0, script.len(), root);
         let Lexer {
             mut sites,
@@ -997,10 +1015,12 @@ mod lex {
     }
 
     /// A command list: the script itself, `$(…)`, `(…)`, `<(…)`.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     struct CmdFrame {
         id: usize,
         closes_on_paren: bool,
+        /// A command or process substitution, where bash reads here-documents differently.
+        subst: bool,
         in_word: bool,
         word_start: usize,
         /// The next word would be a command name.
@@ -1016,10 +1036,11 @@ mod lex {
     }
 
     impl CmdFrame {
-        fn new(id: usize, closes_on_paren: bool) -> Self {
+        fn new(id: usize, closes_on_paren: bool, subst: bool) -> Self {
             CmdFrame {
                 id,
                 closes_on_paren,
+                subst,
                 in_word: false,
                 word_start: 0,
                 cmd_pos: true,
@@ -1049,7 +1070,7 @@ mod lex {
     }
 
     /// `[[ … ]]`.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     struct CondFrame {
         id: usize,
         in_word: bool,
@@ -1070,7 +1091,7 @@ mod lex {
         Substring,
     }
 
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     enum Frame {
         Cmd(CmdFrame),
         Cond(CondFrame),
@@ -1095,6 +1116,8 @@ mod lex {
             double_paren: bool,
             depth: usize,
             bdepth: usize,
+            /// How to re-lex from the `((` if it turns out to be a command list.
+            undo: Option<Box<Undo>>,
         },
         Subscript {
             depth: usize,
@@ -1167,8 +1190,19 @@ mod lex {
         }
     }
 
+    /// Lexer state at a `((` that was taken to open arithmetic.
+    #[derive(Debug, Clone)]
+    struct Undo {
+        /// Where the `$((` or `((` starts.
+        pos: usize,
+        stack: Vec<Frame>,
+        pend: Vec<Pending>,
+        sites: usize,
+        heredocs: usize,
+    }
+
     /// A here-document whose body starts after the next newline token.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     struct Pending {
         delim: Vec<u8>,
         quoted: bool,
@@ -1176,6 +1210,7 @@ mod lex {
         frame_id: usize,
         /// Index into `heredocs` for quoted ones.
         index: Option<usize>,
+        in_subst: bool,
     }
 
     struct Lexer<'a> {
@@ -1184,8 +1219,17 @@ mod lex {
         heredocs: Vec<Heredoc>,
         int_names: BTreeSet<String>,
         in_backticks: bool,
+        /// Here-documents waiting for the next newline token in the current run.
+        pend: Vec<Pending>,
+        /// Positions of `((` found to open a command list, not arithmetic.
+        not_arith: HashSet<usize>,
+        /// Re-lexing left before `((` decisions become conservative.
+        relex_budget: usize,
         /// Frames held by enclosing runs and lexers.
         depth: usize,
+        /// Steps left. Every step advances or changes frames, and re-lexing is bounded,
+        /// so running out means a bug: refuse rather than hang.
+        fuel: usize,
         next_id: usize,
         too_deep: bool,
     }
@@ -1242,98 +1286,6 @@ mod lex {
         }
     }
 
-    /// Does `((` (content starting at `p`) open arithmetic? Mirrors bash: it is arithmetic
-    /// unless the first `(` closes with a lone `)`. When expansions make the scan uncertain,
-    /// say yes: treating a subshell as arithmetic only makes rendering stricter.
-    fn dparen_is_arith(b: &[u8], p: usize, end: usize) -> bool {
-        let mut depth = 0usize;
-        let mut complex = false;
-        let mut i = p;
-        while i < end {
-            match b[i] {
-                b'\\' => i += 2,
-                b'\'' => {
-                    i += 1;
-                    while i < end && b[i] != b'\'' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                b'"' => {
-                    i += 1;
-                    while i < end && b[i] != b'"' {
-                        match b[i] {
-                            b'\\' => i += 1,
-                            b'$' | b'`' => complex = true,
-                            _ => {}
-                        }
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                b'`' => {
-                    complex = true;
-                    i += 1;
-                }
-                b'$' if b.get(i + 1) == Some(&b'{') => i = skip_braces(b, i + 2, end),
-                b'$' | b'<' | b'>' if matches!(b.get(i + 1), Some(b'(' | b'[')) => {
-                    complex = true;
-                    i += 1;
-                }
-                b'(' => {
-                    depth += 1;
-                    i += 1;
-                }
-                b')' => {
-                    if depth > 0 {
-                        depth -= 1;
-                        i += 1;
-                    } else {
-                        return i + 1 < end && b[i + 1] == b')' || complex;
-                    }
-                }
-                _ => i += 1,
-            }
-        }
-        true
-    }
-
-    /// After `${` at `p`: the position after its matching `}`, honouring quotes and nested
-    /// `${`, as bash matches it (parentheses inside do not count).
-    fn skip_braces(b: &[u8], p: usize, end: usize) -> usize {
-        let mut depth = 0usize;
-        let mut i = p;
-        while i < end {
-            match b[i] {
-                b'\\' => i += 1,
-                b'\'' => {
-                    i += 1;
-                    while i < end && b[i] != b'\'' {
-                        i += 1;
-                    }
-                }
-                b'"' => {
-                    i += 1;
-                    while i < end && b[i] != b'"' {
-                        if b[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                }
-                b'$' if b.get(i + 1) == Some(&b'{') => {
-                    depth += 1;
-                    i += 1;
-                }
-                b'}' if depth == 0 => return i + 1,
-                b'}' => depth -= 1,
-                _ => {}
-            }
-            i += 1;
-        }
-        end
-    }
-
     fn line_end(b: &[u8], from: usize, end: usize) -> usize {
         b[from..end]
             .iter()
@@ -1341,8 +1293,18 @@ mod lex {
             .map_or(end, |p| from + p)
     }
 
-    /// Where a here-document body starting at `start` ends, and where the text after its
-    /// terminating line starts (`None` if there is none).
+    /// Where a here-document body ends.
+    struct Terminator {
+        /// End of the body (start of the terminating line).
+        body_end: usize,
+        /// Where lexing resumes; `None` if the body runs to the end.
+        resume: Option<usize>,
+        /// Ended by bash 5.2's rule inside `$(…)`: a line starting with the delimiter and
+        /// containing `)` ends the body, and parsing resumes after the delimiter.
+        early: bool,
+    }
+
+    /// Find the end of a here-document body starting at `start`.
     fn find_terminator(
         b: &[u8],
         start: usize,
@@ -1350,7 +1312,8 @@ mod lex {
         delim: &[u8],
         strip_tabs: bool,
         quoted: bool,
-    ) -> (usize, Option<usize>) {
+        in_subst: bool,
+    ) -> Terminator {
         let mut ls = start;
         while ls < end {
             let line_start = ls;
@@ -1376,11 +1339,31 @@ mod lex {
                 }
             }
             if cand.as_ref() == delim {
-                return (line_start, Some((le + 1).min(end)));
+                return Terminator {
+                    body_end: line_start,
+                    resume: Some((le + 1).min(end)),
+                    early: false,
+                };
+            }
+            if in_subst
+                && matches!(cand, Cow::Borrowed(_))
+                && cand.starts_with(delim)
+                && cand[delim.len()..].contains(&b')')
+            {
+                let resume = Some(first + delim.len());
+                return Terminator {
+                    body_end: line_start,
+                    resume,
+                    early: true,
+                };
             }
             ls = le + 1;
         }
-        (end, None)
+        Terminator {
+            body_end: end,
+            resume: None,
+            early: false,
+        }
     }
 
     impl<'a> Lexer<'a> {
@@ -1391,7 +1374,11 @@ mod lex {
                 heredocs: Vec::new(),
                 int_names: BTreeSet::new(),
                 in_backticks,
+                pend: Vec::new(),
+                not_arith: HashSet::new(),
+                relex_budget: MAX_RELEX,
                 depth,
+                fuel: (MAX_RELEX + 2) * 4 * buf.len() + 64,
                 next_id: 0,
                 too_deep: false,
             }
@@ -1413,21 +1400,20 @@ mod lex {
         /// Lex `start..end` with `root` as the outermost frame; returns where it stopped.
         fn run(&mut self, start: usize, end: usize, root: Frame) -> usize {
             let mut st = vec![root];
-            let mut pend = Vec::new();
+            // Here-documents pending in an enclosing run are not this region's.
+            let outer_pending = std::mem::take(&mut self.pend);
             let mut pos = start;
-            // Every step advances or changes frames; the budget turns a bug into a refusal.
-            let mut fuel = 8 * (end - start) + 64;
             while pos < end && !self.too_deep {
-                if st.len() + self.depth > MAX_DEPTH || fuel == 0 {
+                if st.len() + self.depth > MAX_DEPTH || self.fuel == 0 {
                     self.too_deep = true;
                     break;
                 }
-                fuel -= 1;
+                self.fuel -= 1;
                 let tag = st.last().map(Frame::tag).unwrap_or(Tag::HeredocBody);
                 pos = match tag {
-                    Tag::Cmd => self.step_cmd(&mut st, &mut pend, pos, end),
-                    Tag::Cond => self.step_cond(&mut st, &mut pend, pos, end),
-                    Tag::ArrayAssign => self.step_array(&mut st, &mut pend, pos, end),
+                    Tag::Cmd => self.step_cmd(&mut st, pos, end),
+                    Tag::Cond => self.step_cond(&mut st, pos, end),
+                    Tag::ArrayAssign => self.step_array(&mut st, pos, end),
                     Tag::ExtGlob => self.step_extglob(&mut st, pos, end),
                     Tag::Dq => self.step_dq(&mut st, pos, end),
                     Tag::Param => self.step_param(&mut st, pos, end),
@@ -1440,6 +1426,7 @@ mod lex {
             if matches!(st.last(), Some(Frame::Cmd(f)) if f.in_word) && !self.too_deep {
                 self.cmd_end_word(&mut st, end);
             }
+            self.pend = outer_pending;
             pos.min(end)
         }
 
@@ -1563,19 +1550,12 @@ mod lex {
             match self.at(pos + 1, end) {
                 Some(b'{') => self.open_param(st, pos, end),
                 Some(b'(') => {
-                    if self.at(pos + 2, end) == Some(b'(')
-                        && dparen_is_arith(self.buf, pos + 3, end)
-                    {
-                        st.push(Frame::Arith {
-                            kind: Danger::ArithExpansion,
-                            double_paren: true,
-                            depth: 0,
-                            bdepth: 0,
-                        });
+                    if self.at(pos + 2, end) == Some(b'(') && !self.not_arith.contains(&pos) {
+                        self.open_dparen(st, pos, Danger::ArithExpansion);
                         pos + 3
                     } else {
                         let id = self.fresh_id();
-                        st.push(Frame::Cmd(CmdFrame::new(id, true)));
+                        st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
                         pos + 2
                     }
                 }
@@ -1585,6 +1565,7 @@ mod lex {
                         double_paren: false,
                         depth: 0,
                         bdepth: 0,
+                        undo: None,
                     });
                     pos + 2
                 }
@@ -1596,6 +1577,27 @@ mod lex {
                 Some(b'$') => pos + 2,
                 _ => pos + 1,
             }
+        }
+
+        /// `$((` or `((` at `pos`: lex it as arithmetic, remembering how to re-lex it as a
+        /// command list should its first `(` close alone (bash makes the same choice).
+        fn open_dparen(&mut self, st: &mut Vec<Frame>, pos: usize, kind: Danger) {
+            let undo = (self.relex_budget > 0).then(|| {
+                Box::new(Undo {
+                    pos,
+                    stack: st.clone(),
+                    pend: self.pend.clone(),
+                    sites: self.sites.len(),
+                    heredocs: self.heredocs.len(),
+                })
+            });
+            st.push(Frame::Arith {
+                kind,
+                double_paren: true,
+                depth: 0,
+                bdepth: 0,
+                undo,
+            });
         }
 
         /// `${` at `pos`: skip the parameter name, then expect an operator.
@@ -1652,7 +1654,7 @@ mod lex {
             }
             map.push(close);
             let mut sub = Lexer::new(&text, true, self.depth + st.len() + 1);
-            let root = Frame::Cmd(CmdFrame::new(0, false));
+            let root = Frame::Cmd(CmdFrame::new(0, false, false));
             sub.run(0, text.len(), root);
             let Lexer {
                 sites,
@@ -1777,13 +1779,7 @@ mod lex {
             }
         }
 
-        fn step_cmd(
-            &mut self,
-            st: &mut Vec<Frame>,
-            pend: &mut Vec<Pending>,
-            pos: usize,
-            end: usize,
-        ) -> usize {
+        fn step_cmd(&mut self, st: &mut Vec<Frame>, pos: usize, end: usize) -> usize {
             let b = self.buf;
             let c = b[pos];
             let next = self.at(pos + 1, end);
@@ -1798,7 +1794,7 @@ mod lex {
                     if let Some(Frame::Cmd(f)) = st.last_mut() {
                         f.separate();
                     }
-                    self.newline_token(st, pend, pos + 1, end)
+                    self.newline_token(st, pos + 1, end)
                 }
                 b';' | b'&' | b'|' => {
                     self.cmd_end_word(st, pos);
@@ -1846,14 +1842,9 @@ mod lex {
                         }
                         return pos + 1;
                     }
-                    if next == Some(b'(') && dparen_is_arith(b, pos + 2, end) {
+                    if next == Some(b'(') && !self.not_arith.contains(&pos) {
                         f.cmd_pos = false;
-                        st.push(Frame::Arith {
-                            kind: Danger::ArithCommand,
-                            double_paren: true,
-                            depth: 0,
-                            bdepth: 0,
-                        });
+                        self.open_dparen(st, pos, Danger::ArithCommand);
                         return pos + 2;
                     }
                     if f.cases.last() == Some(&CaseState::Pattern) {
@@ -1861,7 +1852,7 @@ mod lex {
                     }
                     f.cmd_pos = false;
                     let id = self.fresh_id();
-                    st.push(Frame::Cmd(CmdFrame::new(id, true)));
+                    st.push(Frame::Cmd(CmdFrame::new(id, true, false)));
                     pos + 1
                 }
                 b')' => {
@@ -1882,10 +1873,10 @@ mod lex {
                     self.cmd_end_word(st, pos);
                     match next {
                         Some(b'<') if self.at(pos + 2, end) == Some(b'<') => pos + 3,
-                        Some(b'<') => self.heredoc_op(st, pend, pos + 2, end),
+                        Some(b'<') => self.heredoc_op(st, pos + 2, end),
                         Some(b'(') => {
                             let id = self.fresh_id();
-                            st.push(Frame::Cmd(CmdFrame::new(id, true)));
+                            st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
                             pos + 2
                         }
                         Some(b'&') => pos + 2,
@@ -1897,7 +1888,7 @@ mod lex {
                     match next {
                         Some(b'(') => {
                             let id = self.fresh_id();
-                            st.push(Frame::Cmd(CmdFrame::new(id, true)));
+                            st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
                             pos + 2
                         }
                         Some(b'&') => pos + 2,
@@ -1950,14 +1941,8 @@ mod lex {
         }
 
         /// After a newline token at `pos - 1`: read pending here-document bodies.
-        fn newline_token(
-            &mut self,
-            st: &mut [Frame],
-            pend: &mut Vec<Pending>,
-            pos: usize,
-            end: usize,
-        ) -> usize {
-            if pend.is_empty() {
+        fn newline_token(&mut self, st: &mut [Frame], pos: usize, end: usize) -> usize {
+            if self.pend.is_empty() {
                 return pos;
             }
             let here = match st.last() {
@@ -1967,14 +1952,27 @@ mod lex {
                 _ => 0,
             };
             let mut p = pos;
-            for h in std::mem::take(pend) {
-                let (body_end, after) =
-                    find_terminator(self.buf, p, end, &h.delim, h.strip_tabs, h.quoted);
+            for h in std::mem::take(&mut self.pend) {
+                let Terminator {
+                    body_end,
+                    resume: after,
+                    early,
+                } = find_terminator(
+                    self.buf,
+                    p,
+                    end,
+                    &h.delim,
+                    h.strip_tabs,
+                    h.quoted,
+                    h.in_subst,
+                );
                 if let Some(idx) = h.index {
                     let problem = if self.in_backticks {
                         Some(HeredocProblem::InBackquotes)
                     } else if after.is_none() {
                         Some(HeredocProblem::Unterminated)
+                    } else if early {
+                        Some(HeredocProblem::EndsEarly)
                     } else if h.frame_id != here {
                         Some(HeredocProblem::Detached)
                     } else {
@@ -1984,6 +1982,7 @@ mod lex {
                     };
                     let hd = &mut self.heredocs[idx];
                     hd.body = (p, body_end);
+                    hd.in_subst = h.in_subst;
                     hd.problem = problem;
                     let mut i = p;
                     while i < body_end {
@@ -2009,13 +2008,7 @@ mod lex {
         }
 
         /// `<<` or `<<-` whose operand starts at `pos`: parse the delimiter word.
-        fn heredoc_op(
-            &mut self,
-            st: &mut [Frame],
-            pend: &mut Vec<Pending>,
-            pos: usize,
-            end: usize,
-        ) -> usize {
+        fn heredoc_op(&mut self, st: &mut [Frame], pos: usize, end: usize) -> usize {
             let b = self.buf;
             let mut p = pos;
             let strip_tabs = self.at(p, end) == Some(b'-');
@@ -2089,11 +2082,13 @@ mod lex {
             if delim.is_empty() && !quoted {
                 return p.min(end);
             }
+            let in_subst = st.iter().any(|f| matches!(f, Frame::Cmd(c) if c.subst));
             let index = quoted.then(|| {
                 self.heredocs.push(Heredoc {
                     body: (0, 0),
                     delim: delim.clone(),
                     strip_tabs,
+                    in_subst,
                     problem: Some(if unusual {
                         HeredocProblem::UnusualDelimiter
                     } else {
@@ -2106,12 +2101,13 @@ mod lex {
                 Some(Frame::Cmd(f)) => f.id,
                 _ => usize::MAX,
             };
-            pend.push(Pending {
+            self.pend.push(Pending {
                 delim,
                 quoted,
                 strip_tabs,
                 frame_id,
                 index,
+                in_subst,
             });
             p.min(end)
         }
@@ -2162,13 +2158,7 @@ mod lex {
             false
         }
 
-        fn step_cond(
-            &mut self,
-            st: &mut Vec<Frame>,
-            pend: &mut Vec<Pending>,
-            pos: usize,
-            end: usize,
-        ) -> usize {
+        fn step_cond(&mut self, st: &mut Vec<Frame>, pos: usize, end: usize) -> usize {
             let c = self.buf[pos];
             let next = self.at(pos + 1, end);
             let f = Self::cond(st);
@@ -2204,7 +2194,7 @@ mod lex {
                     if self.cond_end_word(st, pos) {
                         return pos;
                     }
-                    self.newline_token(st, pend, pos + 1, end)
+                    self.newline_token(st, pos + 1, end)
                 }
                 b'&' | b'|' | b';' | b'(' | b')' | b'<' | b'>' => {
                     if c == b'<' {
@@ -2260,13 +2250,7 @@ mod lex {
             }
         }
 
-        fn step_array(
-            &mut self,
-            st: &mut Vec<Frame>,
-            pend: &mut Vec<Pending>,
-            pos: usize,
-            end: usize,
-        ) -> usize {
+        fn step_array(&mut self, st: &mut Vec<Frame>, pos: usize, end: usize) -> usize {
             let c = self.buf[pos];
             let Some(Frame::ArrayAssign { in_word, .. }) = st.last_mut() else {
                 return pos + 1;
@@ -2278,7 +2262,7 @@ mod lex {
                 }
                 b'\n' => {
                     *in_word = false;
-                    self.newline_token(st, pend, pos + 1, end)
+                    self.newline_token(st, pos + 1, end)
                 }
                 b')' => {
                     st.pop();
@@ -2293,7 +2277,7 @@ mod lex {
                 b'<' | b'>' if self.at(pos + 1, end) == Some(b'(') => {
                     *in_word = true;
                     let id = self.fresh_id();
-                    st.push(Frame::Cmd(CmdFrame::new(id, true)));
+                    st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
                     pos + 2
                 }
                 _ => {
@@ -2405,6 +2389,7 @@ mod lex {
                 double_paren,
                 depth,
                 bdepth,
+                undo,
             }) = st.last_mut()
             else {
                 return pos + 1;
@@ -2422,11 +2407,21 @@ mod lex {
                     if next == Some(b')') {
                         st.pop();
                         pos + 2
+                    } else if let Some(u) = undo.take() {
+                        // `$((cmd) …)`: bash reads it again as `$( (cmd) …)`, and so do we.
+                        let u = *u;
+                        self.relex_budget = self.relex_budget.saturating_sub(1);
+                        self.not_arith.insert(u.pos);
+                        *st = u.stack;
+                        self.pend = u.pend;
+                        self.sites.truncate(u.sites);
+                        self.heredocs.truncate(u.heredocs);
+                        u.pos
                     } else {
-                        // `$((cmd) …)`: a command list after all. Keep it tainted.
+                        // Out of re-lexing budget: a command list, treated as arithmetic.
                         let kind = kind.clone();
                         let id = self.fresh_id();
-                        let mut f = CmdFrame::new(id, true);
+                        let mut f = CmdFrame::new(id, true, kind == Danger::ArithExpansion);
                         f.cmd_pos = false;
                         f.tainted = Some(kind);
                         if let Some(top) = st.last_mut() {

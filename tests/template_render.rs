@@ -37,7 +37,14 @@ fn render(script: &str, pairs: &[(&str, &[u8])]) -> Result<Vec<u8>, TemplateErro
 
 /// Run a rendered script as a file, the way the executors do, in a fresh directory; return
 /// stdout. Panics if bash fails or if any `pwned*` marker file appeared.
+///
+/// `LC_ALL=C` keeps bash 5.2 from garbling `${r%.}` (used to strip sentinels) on strings
+/// with incomplete UTF-8 sequences; `utf8_locale_sees_exact_bytes` covers UTF-8.
 fn run(script: &[u8]) -> Vec<u8> {
+    run_in(script, "C")
+}
+
+fn run_in(script: &[u8], locale: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("script.sh");
     std::fs::write(&path, script).unwrap();
@@ -46,6 +53,7 @@ fn run(script: &[u8]) -> Vec<u8> {
         .arg(&path)
         .current_dir(dir.path())
         .env("HOME", "/csm-test-home")
+        .env("LC_ALL", locale)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -401,6 +409,27 @@ fn inside_single_double_and_ansi_c_quotes() {
 }
 
 #[test]
+fn utf8_locale_sees_exact_bytes() {
+    // `'` is never part of a multibyte character in locales bash supports, so single-quoted
+    // bindings hold any bytes; check the common contexts under UTF-8 with invalid sequences.
+    let v: &[u8] = b"\xc2'\xc2\\\xe2\x82'\xff\"$(touch pwned)\xf0";
+    for script in [
+        "printf '%s' ${key}",
+        "printf '%s' \"${key}\" '${key}' $'${key}'",
+        "cat <<EOF\n${key}\nEOF",
+        "cat <<'EOF'\n${key}\nEOF",
+    ] {
+        let s = render(script, &[("key", v)]).unwrap();
+        let want = match script {
+            "printf '%s' ${key}" => v.to_vec(),
+            s if s.starts_with("cat") => cat(&[v, b"\n"]),
+            _ => cat(&[v, v, v]),
+        };
+        assert_eq!(run_in(&s, "C.UTF-8"), want, "{script}");
+    }
+}
+
+#[test]
 fn inside_command_substitutions_and_backquotes() {
     // A trailing `.` keeps command substitution from eating the value's trailing newlines.
     let cases = [
@@ -565,12 +594,14 @@ fn quoted_here_documents_take_the_value_raw() {
         output("cat <<-'EOF'\n\t${key}\n\tEOF\n", b"a\nb"),
         b"a\nb\n"
     );
+    // Inside $(…) no line of the value may even start with the delimiter (see below).
+    let w: &[u8] = b"it's $(touch pwned) `x` \\ \"q\"\n\t EOF\nXEOF\n";
     assert_eq!(
         output(
             "r=$(cat <<'EOF'\n${key}.\nEOF\n); printf '%s' \"${r%.}\"",
-            v
+            w
         ),
-        v
+        w
     );
     // Several here-documents on one line, bodies in order.
     let s = "cat <<A; cat <<'B'\nu ${key}\nA\nq ${key}\nB\n";
@@ -626,6 +657,24 @@ fn quoted_here_document_refuses_values_that_would_end_it() {
         output("cat <<'EOF'\n${key}\nEOF\n", b"EOF \n EOF\nEOFEOF"),
         b"EOF \n EOF\nEOFEOF\n"
     );
+}
+
+#[test]
+fn quoted_here_documents_inside_command_substitution_follow_bash_5_2() {
+    // Inside $(…), bash 5.2 ends a here-document at a line that starts with the delimiter
+    // and has a `)` later, then parses the rest of that line as code.
+    let s = "r=$(cat <<'EOF'\n${key}\nEOF\n); printf '%s' \"$r\"";
+    for value in [&b"EOF$(touch pwned)"[..], b"EOF x)", b"a\nEOF)", b"EOFabc"] {
+        let e = err_of(render(s, &[("key", value)]));
+        assert!(e.to_string().contains("starts with its delimiter"), "{e}");
+    }
+    assert_eq!(output(s, b"xEOF) EOF"), b"xEOF) EOF");
+    // The same rule in the template itself: the lexer ends the body where bash does, so
+    // the next line is code and gets a reference, never the raw value.
+    let s = "r=$(cat <<'EOF'\nEOF :)\nprintf '%s' ${key}\n: EOF\n)\n";
+    let rendered = render(s, &[("key", b"$(touch pwned)")]).unwrap();
+    let text = String::from_utf8_lossy(&rendered);
+    assert!(text.contains("printf '%s' \"${__csm_v0}\""), "{text}");
 }
 
 #[test]
