@@ -27,7 +27,9 @@
 //! # How rendering keeps values as data
 //! A value never enters the script text. The rendered script starts with a preamble that
 //! binds each used value once, single-quoted (`__csm_v0='it'\''s'`; every byte except `'`
-//! is literal inside single quotes). A bash lexer then finds the quoting context of each
+//! is literal inside single quotes, and `'` is never part of a multibyte character in a
+//! locale bash supports). The preamble shifts line numbers in bash's messages by one per
+//! binding. A bash lexer then finds the quoting context of each
 //! placeholder and replaces it with a reference that yields exactly the value in that
 //! context: `"${__csm_v0}"` unquoted, `${__csm_v0}` inside double quotes and here-documents,
 //! `'"${__csm_v0}"'` inside single quotes, `'"${__csm_v0}"$'` inside `$'…'`. A misjudged
@@ -43,8 +45,16 @@
 //!   value is pasted raw. Rendering fails if a line would then end the here-document early,
 //!   if `<<-` would strip tabs that belong to the value, or if the here-document sits where
 //!   the lexer cannot be certain how bash reads it (inside backquotes, unterminated, or its
-//!   body detached from the command that opened it).
+//!   body detached from the command that opened it). Inside `$(…)`/`<(…)` bash 5.2 also
+//!   ends a body at a line that merely *starts* with the delimiter and has a `)` later (the
+//!   rest of that line is then code), so there no line of a value may start with the
+//!   delimiter, and the lexer ends template bodies where bash does.
 //! - a value containing NUL cannot be carried by a bash script and is rejected.
+//!
+//! `$((` and `((` are arithmetic unless their first `(` closes alone (`$((cmd) | x)`), as
+//! in bash; the lexer reads them as arithmetic and, if that happens, reads them again as
+//! a command list. Unterminated constructs run to the end of the script, which bash then
+//! rejects; nesting deeper than the lexer's limit is refused.
 //!
 //! # Outside the guarantee
 //! Some constructs run data as code by design; a template that uses them with a placeholder
@@ -52,10 +62,12 @@
 //! alias strings, `PS4`/`PROMPT_COMMAND`, `${x@P}`, builtins that take a variable *name*
 //! from data (`printf -v`, `read`, `unset`, `declare "${x}"`, `test -v`, `${!x}`), a
 //! placeholder used as a command name, and a value copied into another variable which the
-//! script later evaluates arithmetically. Placeholders in quoted here-documents inside
-//! `$(…)` rely on bash (4.0 or later) reading the here-document before the `)`.
-//! Arithmetic detection is conservative: `echo a[${x}]` or an associative-array subscript
-//! also requires an integer.
+//! script later evaluates arithmetically (bash runs `a[$(cmd)]`-shaped values there).
+//! The lexer follows bash 5.2 (checked against 5.2.15); placeholders in quoted
+//! here-documents inside `$(…)` also rely on bash (4.0 or later) reading the body before
+//! the `)`. Arithmetic detection is conservative: `echo a[${x}]` or an associative-array
+//! subscript also requires an integer, as does anything inside `$((cmd) …)` once the
+//! lexer's re-reading budget is spent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -662,7 +674,11 @@ impl Template {
                 }
                 // Template text alone never forms the delimiter line (the lexer ended the
                 // body at the first one), so a value on this line made it.
-                let on_line = spans.iter().find(|&&(f, t, _)| f <= le && t >= ls);
+                // A value touches the line if it has a byte in it, ends it with its own newline, or
+                // (when empty) sits inside it.
+                let on_line = spans
+                    .iter()
+                    .find(|&&(f, t, _)| f <= le && (t > ls || (f == t && f >= ls)));
                 if body[cs..le] == hd.delim[..] {
                     let p = on_line.map_or(&an.sites[sites[0]].placeholder, |&(_, _, p)| p);
                     return Err(heredoc_error(
@@ -1027,6 +1043,10 @@ mod lex {
         cmd_pos: bool,
         /// After `time`, `command`, `builtin`: option words keep `cmd_pos`.
         opts: bool,
+        /// The next word is a redirection target, which leaves `cmd_pos` alone.
+        redirect_target: bool,
+        /// After `function`: the next word is the name, then the body.
+        function_name: bool,
         let_active: bool,
         decl: Option<Decl>,
         assign_target: Option<String>,
@@ -1045,6 +1065,8 @@ mod lex {
                 word_start: 0,
                 cmd_pos: true,
                 opts: false,
+                redirect_target: false,
+                function_name: false,
                 let_active: false,
                 decl: None,
                 assign_target: None,
@@ -1064,6 +1086,8 @@ mod lex {
         fn separate(&mut self) {
             self.cmd_pos = true;
             self.opts = false;
+            self.redirect_target = false;
+            self.function_name = false;
             self.let_active = false;
             self.decl = None;
         }
@@ -1271,6 +1295,38 @@ mod lex {
             }
         }
         Some(Cow::Owned(out))
+    }
+
+    /// Whether a word directly before `<` or `>` is a file descriptor (`2>`, `{fd}>`).
+    fn is_io_number(w: &[u8]) -> bool {
+        (!w.is_empty() && w.iter().all(u8::is_ascii_digit))
+            || w.strip_prefix(b"{")
+                .and_then(|r| r.strip_suffix(b"}"))
+                .is_some_and(|n| ident_len(n) == Some(n.len()))
+    }
+
+    /// The word without backslash-newline pairs, which bash removes before it reads words
+    /// (`le\⏎t` is `let`).
+    fn without_continuations(raw: &[u8]) -> Cow<'_, [u8]> {
+        if !raw.windows(2).any(|w| w == b"\\\n") {
+            return Cow::Borrowed(raw);
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            match (raw[i], raw.get(i + 1)) {
+                (b'\\', Some(b'\n')) => i += 2,
+                (b'\\', Some(&c)) => {
+                    out.extend_from_slice(&[b'\\', c]);
+                    i += 2;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        Cow::Owned(out)
     }
 
     /// The variable an assignment word prefix (`name=`, `name+=`, `name[…]=`, without the
@@ -1699,8 +1755,15 @@ mod lex {
                 return;
             }
             f.in_word = false;
-            let raw = &b[f.word_start..pos];
+            let raw = &*without_continuations(&b[f.word_start..pos]);
             let was_assign = f.assign_target.take().is_some();
+            if std::mem::take(&mut f.redirect_target) {
+                return;
+            }
+            if std::mem::take(&mut f.function_name) {
+                f.cmd_pos = true;
+                return;
+            }
             if let Some(cs) = f.cases.last_mut() {
                 match *cs {
                     CaseState::Subject => {
@@ -1755,6 +1818,15 @@ mod lex {
                 }
                 if raw == b"case" {
                     f.cases.push(CaseState::Subject);
+                    return;
+                }
+                if raw == b"function" {
+                    f.function_name = true;
+                    return;
+                }
+                // `f()`: the body, a compound command such as `[[ … ]]`, comes next.
+                if raw.ends_with(b"()") {
+                    f.cmd_pos = true;
                     return;
                 }
                 match unquote(raw).as_deref() {
@@ -1866,34 +1938,36 @@ mod lex {
                     }
                     pos + 1
                 }
-                b'<' => {
-                    if let Some(e) = self.try_site_word(st, pos, end) {
-                        return e;
+                b'<' | b'>' => {
+                    if c == b'<' {
+                        if let Some(e) = self.try_site_word(st, pos, end) {
+                            return e;
+                        }
                     }
-                    self.cmd_end_word(st, pos);
-                    match next {
-                        Some(b'<') if self.at(pos + 2, end) == Some(b'<') => pos + 3,
-                        Some(b'<') => self.heredoc_op(st, pos + 2, end),
-                        Some(b'(') => {
+                    // `2>`, `{fd}<`: the word before is part of the redirection.
+                    let f = Self::cmd(st);
+                    if f.in_word && is_io_number(&b[f.word_start..pos]) {
+                        f.in_word = false;
+                        f.assign_target = None;
+                    } else {
+                        self.cmd_end_word(st, pos);
+                        if !matches!(st.last(), Some(Frame::Cmd(_))) {
+                            return pos;
+                        }
+                    }
+                    let (n, target) = match (c, next) {
+                        (b'<', Some(b'<')) if self.at(pos + 2, end) == Some(b'<') => (3, true),
+                        (b'<', Some(b'<')) => return self.heredoc_op(st, pos + 2, end),
+                        (_, Some(b'(')) => {
                             let id = self.fresh_id();
                             st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
-                            pos + 2
+                            return pos + 2;
                         }
-                        Some(b'&') => pos + 2,
-                        _ => pos + 1,
-                    }
-                }
-                b'>' => {
-                    self.cmd_end_word(st, pos);
-                    match next {
-                        Some(b'(') => {
-                            let id = self.fresh_id();
-                            st.push(Frame::Cmd(CmdFrame::new(id, true, true)));
-                            pos + 2
-                        }
-                        Some(b'&') => pos + 2,
-                        _ => pos + 1,
-                    }
+                        (b'<', Some(b'&' | b'>')) | (b'>', Some(b'&' | b'|' | b'>')) => (2, true),
+                        _ => (1, true),
+                    };
+                    Self::cmd(st).redirect_target = target;
+                    pos + n
                 }
                 b'#' if !in_word => self.skip_comment(pos, end),
                 _ => {
@@ -2128,7 +2202,7 @@ mod lex {
             }
             f.in_word = false;
             let was_regex = std::mem::replace(&mut f.regex_word, false);
-            let raw = &b[f.word_start..pos];
+            let raw = &*without_continuations(&b[f.word_start..pos]);
             if !was_regex && raw == b"]]" {
                 st.pop();
                 return true;

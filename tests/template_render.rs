@@ -763,6 +763,15 @@ fn non_integers_are_refused_in_arithmetic_contexts() {
         ("echo $(( $(printf %s ${key}) ))", "$((…))"),
         ("echo $(( <+spec.environmentVariables.key> ))", "$((…))"),
         ("\"let\" x=${key}", "let"),
+        ("le\\\nt \"y=${key}\"", "let"),
+        ("2>/dev/null let \"x=${key}\"", "let"),
+        ("{fd}>/dev/null let x=${key}", "let"),
+        (">/dev/null declare -i q=${key}", "declare -i"),
+        ("time -p let x=${key}", "let"),
+        ("f() [[ ${key} -eq 1 ]]", "-eq"),
+        ("function g [[ ${key} -eq 1 ]]", "-eq"),
+        ("function g { [[ ${key} -eq 1 ]]; }", "-eq"),
+        ("if ! [[ ${key} -lt 1 ]]; then :; fi", "-eq"),
     ];
     for value in [
         &b"a[$(touch pwned)]"[..],
@@ -802,6 +811,8 @@ fn arithmetic_lookalikes_accept_any_value() {
         "r=$((printf '%s' ${key}) | cat); [ -n \"$r\" ] && printf no",
         "[[ '-eq' == ${key} ]] || printf no",
         "printf no # $(( ${key} ))",
+        "printf no; : > let x=${key}",
+        "printf no; : 2> declare -i x=${key}",
     ] {
         assert_eq!(output(script, b"a[$(touch pwned)]"), b"no", "{script}");
     }
