@@ -40,7 +40,8 @@
 //!   assignments to variables declared with `-i` anywhere in the script): the value must be
 //!   a plain integer (`-?[0-9]+`), otherwise rendering fails. Anything nested inside such a
 //!   context (a `$(…)` whose output lands in `$((…))`, say) counts as arithmetic too.
-//! - `declare -n`/`local -n` arguments: the value must be a plain variable name.
+//! - `declare -n`/`local -n` arguments and the operand of `[[ -v … ]]`/`[[ -R … ]]`: the
+//!   value must be a plain variable name.
 //! - quoted here-documents (`<<'EOF'`, `<<"EOF"`, `<<\EOF`, `<<-…`) do no expansion, so the
 //!   value is pasted raw. Rendering fails if a line would then end the here-document early,
 //!   if `<<-` would strip tabs that belong to the value, or if the here-document sits where
@@ -63,6 +64,9 @@
 //! from data (`printf -v`, `read`, `unset`, `declare "${x}"`, `test -v`, `${!x}`), a
 //! placeholder used as a command name, and a value copied into another variable which the
 //! script later evaluates arithmetically (bash runs `a[$(cmd)]`-shaped values there).
+//! Likewise a value handed as program text to another shell or interpreter
+//! (`ssh host "… ${x}"`, `su -c`, `sed "s/…/${x}/"`, `awk`, `python -c`) is that
+//! program's business: bash passes it exactly, as data.
 //! The lexer follows bash 5.2 (checked against 5.2.15); placeholders in quoted
 //! here-documents inside `$(…)` also rely on bash (4.0 or later) reading the body before
 //! the `)`. Arithmetic detection is conservative: `echo a[${x}]` or an associative-array
@@ -817,12 +821,13 @@ mod lex {
         IntegerDeclare,
         IntegerVariable(String),
         NameRef,
+        CondName,
     }
 
     impl Danger {
         /// Whether the value must be a variable name rather than an integer.
         pub(super) fn wants_name(&self) -> bool {
-            matches!(self, Danger::NameRef)
+            matches!(self, Danger::NameRef | Danger::CondName)
         }
 
         /// The context, for error messages.
@@ -840,6 +845,7 @@ mod lex {
                     format!("an assignment to `{n}`, which is declared as an integer (-i)")
                 }
                 Danger::NameRef => "an argument of `declare -n` (a name reference)".into(),
+                Danger::CondName => "the operand of -v or -R in [[ … ]]".into(),
             }
         }
     }
@@ -1102,7 +1108,8 @@ mod lex {
         /// Sites in the current and previous word, for `-eq`-style operands.
         cur: Vec<usize>,
         prev: Vec<usize>,
-        operand_next: bool,
+        /// What the next word is an operand of, when that is dangerous.
+        operand_next: Option<Danger>,
         regex_next: bool,
         regex_word: bool,
         regex_depth: usize,
@@ -1809,7 +1816,7 @@ mod lex {
                         word_start: 0,
                         cur: Vec::new(),
                         prev: Vec::new(),
-                        operand_next: false,
+                        operand_next: None,
                         regex_next: false,
                         regex_word: false,
                         regex_depth: 0,
@@ -2207,22 +2214,25 @@ mod lex {
                 st.pop();
                 return true;
             }
-            let mark = |sites: &mut Vec<Site>, list: &[usize]| {
+            let mark = |sites: &mut Vec<Site>, list: &[usize], d: &Danger| {
                 for &i in list {
                     if sites[i].danger.is_none() {
-                        sites[i].danger = Some(Danger::CondOperand);
+                        sites[i].danger = Some(d.clone());
                     }
                 }
             };
             if !was_regex && ARITH_OPS.contains(&raw) {
-                mark(&mut self.sites, &f.prev);
+                mark(&mut self.sites, &f.prev, &Danger::CondOperand);
                 f.prev.clear();
                 f.cur.clear();
-                f.operand_next = true;
+                f.operand_next = Some(Danger::CondOperand);
+            } else if !was_regex && (raw == b"-v" || raw == b"-R") {
+                // The operand names a variable; a subscript in it is evaluated.
+                f.cur.clear();
+                f.operand_next = Some(Danger::CondName);
             } else {
-                if f.operand_next {
-                    mark(&mut self.sites, &f.cur);
-                    f.operand_next = false;
+                if let Some(d) = f.operand_next.take() {
+                    mark(&mut self.sites, &f.cur, &d);
                 }
                 f.prev = std::mem::take(&mut f.cur);
             }

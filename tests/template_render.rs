@@ -824,6 +824,15 @@ fn nameref_needs_a_plain_name() {
         output("target=hi; declare -n r=${key}; echo $r", b"target"),
         b"hi\n"
     );
+    assert_eq!(output("t=1; [[ -v ${key} ]] && echo set", b"t"), b"set\n");
+    for s in [
+        "[[ -v ${key} ]]",
+        "[[ -R \"${key}\" ]]",
+        "[[ -n x && -v ${key} ]]",
+    ] {
+        let e = err_of(render(s, &[("key", b"a[$(touch pwned)]")]));
+        assert!(matches!(e, TemplateError::NotAName { .. }), "{s}: {e}");
+    }
     let e = err_of(render(
         "declare -n r=${key}",
         &[("key", b"a[$(touch pwned)]")],
