@@ -162,6 +162,8 @@ pub struct Template {
     script: String,
     name: Option<String>,
     variables: Option<Vec<String>>,
+    /// The same names, for lookups while rendering.
+    declared: BTreeSet<String>,
     timeout: Option<Duration>,
     analysis: lex::Analysis,
     /// Set by [`Template::from_script`], which cannot fail; reported by `render`.
@@ -400,6 +402,7 @@ impl Template {
             analysis: lex::analyze(doc.script_string.as_bytes()),
             script: doc.script_string,
             name: doc.name,
+            declared: names.iter().cloned().collect(),
             variables: Some(names),
             timeout,
             deferred: None,
@@ -418,6 +421,7 @@ impl Template {
             script,
             name: None,
             variables: None,
+            declared: BTreeSet::new(),
             timeout: None,
         }
     }
@@ -463,7 +467,7 @@ impl Template {
         }
         let declared = self.variables.as_deref();
         let is_declared = |n: &str| match declared {
-            Some(list) => list.iter().any(|d| d == n),
+            Some(_) => self.declared.contains(n),
             None => vars.contains(n),
         };
 
@@ -520,15 +524,19 @@ impl Template {
             });
         }
 
-        let value_of = |p: &Placeholder| lookup(p, vars, secrets);
+        // One lookup per site from here on.
+        let values: Vec<&[u8]> = active
+            .iter()
+            .map(|&i| lookup(&an.sites[i].placeholder, vars, secrets))
+            .collect();
 
-        // Per-value checks, and one binding per distinct placeholder needing a reference.
-        let mut bindings: Vec<&Placeholder> = Vec::new();
+        // Per-value checks, and one binding per distinct variable needing a reference.
+        let mut bindings: Vec<&[u8]> = Vec::new();
         let mut binding_of: BTreeMap<(bool, &str), usize> = BTreeMap::new();
-        let mut site_binding = vec![usize::MAX; an.sites.len()];
-        for &i in &active {
+        let mut site_binding = vec![usize::MAX; active.len()];
+        for (k, &i) in active.iter().enumerate() {
             let site = &an.sites[i];
-            let value = value_of(&site.placeholder);
+            let value = values[k];
             if value.contains(&0) {
                 return Err(TemplateError::NulByte {
                     variable: site.placeholder.display(),
@@ -553,23 +561,22 @@ impl Template {
                 let next = bindings.len();
                 let b = *binding_of.entry(site.placeholder.key()).or_insert(next);
                 if b == next {
-                    bindings.push(&site.placeholder);
+                    bindings.push(value);
                 }
-                site_binding[i] = b;
+                site_binding[k] = b;
             }
         }
-        self.check_quoted_heredocs(&active, vars, secrets)?;
+        self.check_quoted_heredocs(&active, &values)?;
 
         // Exact length first, so the buffer never reallocates and leaves copies behind.
         let refs: Vec<String> = (0..bindings.len()).map(|n| format!("__csm_v{n}")).collect();
         let mut total = 0usize;
-        for (n, p) in bindings.iter().enumerate() {
-            let v = value_of(p);
+        for (n, v) in bindings.iter().enumerate() {
             let quotes = v.iter().filter(|&&b| b == b'\'').count();
             total += refs[n].len() + 4 + v.len() + 3 * quotes;
         }
         let mut last = 0;
-        for &i in &active {
+        for (k, &i) in active.iter().enumerate() {
             let site = &an.sites[i];
             if site.start < last {
                 // The lexer never yields overlapping sites; refuse rather than guess.
@@ -577,10 +584,10 @@ impl Template {
             }
             total += site.start - last;
             total += match site.ctx {
-                Ctx::QuotedHeredoc(_) => value_of(&site.placeholder).len(),
+                Ctx::QuotedHeredoc(_) => values[k].len(),
                 ctx => {
                     let (pre, post) = ctx.wrap();
-                    pre.len() + refs[site_binding[i]].len() + post.len()
+                    pre.len() + refs[site_binding[k]].len() + post.len()
                 }
             };
             last = site.end;
@@ -588,10 +595,10 @@ impl Template {
         total += self.script.len() - last;
 
         let mut out = Vec::with_capacity(total);
-        for (n, p) in bindings.iter().enumerate() {
+        for (n, v) in bindings.iter().enumerate() {
             out.extend_from_slice(refs[n].as_bytes());
             out.extend_from_slice(b"='");
-            for &byte in value_of(p) {
+            for &byte in *v {
                 if byte == b'\'' {
                     out.extend_from_slice(b"'\\''");
                 } else {
@@ -602,15 +609,15 @@ impl Template {
         }
         let script = self.script.as_bytes();
         let mut last = 0;
-        for &i in &active {
+        for (k, &i) in active.iter().enumerate() {
             let site = &an.sites[i];
             out.extend_from_slice(&script[last..site.start]);
             match site.ctx {
-                Ctx::QuotedHeredoc(_) => out.extend_from_slice(value_of(&site.placeholder)),
+                Ctx::QuotedHeredoc(_) => out.extend_from_slice(values[k]),
                 ctx => {
                     let (pre, post) = ctx.wrap();
                     out.extend_from_slice(pre.as_bytes());
-                    out.extend_from_slice(refs[site_binding[i]].as_bytes());
+                    out.extend_from_slice(refs[site_binding[k]].as_bytes());
                     out.extend_from_slice(post.as_bytes());
                 }
             }
@@ -628,15 +635,15 @@ impl Template {
     fn check_quoted_heredocs(
         &self,
         active: &[usize],
-        vars: &Variables,
-        secrets: &Variables,
+        values: &[&[u8]],
     ) -> Result<(), TemplateError> {
         let an = &self.analysis;
         let script = self.script.as_bytes();
-        let mut by_doc: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &i in active {
+        // Heredoc index -> (site index, value) of the sites in its body.
+        let mut by_doc: BTreeMap<usize, Vec<(usize, &[u8])>> = BTreeMap::new();
+        for (k, &i) in active.iter().enumerate() {
             if let lex::Ctx::QuotedHeredoc(h) = an.sites[i].ctx {
-                by_doc.entry(h).or_default().push(i);
+                by_doc.entry(h).or_default().push((i, values[k]));
             }
         }
         for (h, sites) in by_doc {
@@ -646,11 +653,11 @@ impl Template {
             let mut body = Zeroizing::new(Vec::new());
             let mut spans = Vec::with_capacity(sites.len());
             let mut last = start;
-            for &i in &sites {
+            for &(i, value) in &sites {
                 let s = &an.sites[i];
                 body.extend_from_slice(&script[last..s.start]);
                 let from = body.len();
-                body.extend_from_slice(lookup(&s.placeholder, vars, secrets));
+                body.extend_from_slice(value);
                 spans.push((from, body.len(), &s.placeholder));
                 last = s.end;
             }
@@ -684,7 +691,7 @@ impl Template {
                     .iter()
                     .find(|&&(f, t, _)| f <= le && (t > ls || (f == t && f >= ls)));
                 if body[cs..le] == hd.delim[..] {
-                    let p = on_line.map_or(&an.sites[sites[0]].placeholder, |&(_, _, p)| p);
+                    let p = on_line.map_or(&an.sites[sites[0].0].placeholder, |&(_, _, p)| p);
                     return Err(heredoc_error(
                         p,
                         hd,
