@@ -603,6 +603,8 @@ proptest! {
     /// The lexer never panics or hangs, on any text.
     #[test]
     fn lexer_never_panics_on_arbitrary_text(text in any::<String>(), v in value(true)) {
+        let _ = Template::parse(&text);
+        let _ = Template::parse(&format!("{{\"scriptString\": {text:?}}}"));
         let t = Template::from_script(text);
         let _ = t.render(&vars(&[("v", &v), ("key", &v)]), &vars(&[("s", &v)]));
     }
