@@ -292,7 +292,8 @@ async fn values_never_reach_argv_or_environment() {
         nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     }
     let value = b"argv-leak-canary-7f3a";
-    let script = "v=${token}\necho $$ > ready\ncat go > /dev/null\nsecret=\"$v\"";
+    // The child reports its parent's pid once it exists itself, so both are there to scan.
+    let script = "# script-text-marker-6b1d\nv=${token}\nbash -c 'echo $PPID > ready; exec cat go' > /dev/null\nsecret=\"$v\"";
     let j = job(
         script,
         vars(&[("token", value)]),
