@@ -401,7 +401,7 @@ pub async fn test_run(args: &TestRunArgs, out: &mut dyn Write, err: &mut dyn Wri
             secret_bytes(v.expose_secret().to_vec()),
         );
     }
-    let masker = Arc::new(Masker::new(
+    let masker = Arc::new(Masker::for_variables(
         masked_values.iter().map(|(_, v)| v.expose_secret()),
     ));
     drop(masked_values);

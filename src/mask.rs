@@ -87,6 +87,14 @@ impl Masker {
         Masker::from_patterns(patterns, withholds)
     }
 
+    /// Build from template variable values. A value shorter than [`MIN_MASK_LEN`] is left
+    /// unmasked rather than withholding the log: such values (a region, an engine name)
+    /// are rarely secrets, and the minimum is documented. The returned secret is added
+    /// with [`Masker::extended`], which stays strict.
+    pub fn for_variables<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
+        Masker::new(values.into_iter().filter(|v| v.len() >= MIN_MASK_LEN))
+    }
+
     /// A new masker with this one's values plus `values` (e.g. the variables plus the
     /// returned secret).
     pub fn extended<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Masker {

@@ -476,3 +476,80 @@ fn encodings(v: &[u8]) -> Vec<Vec<u8>> {
     out.dedup();
     out
 }
+
+#[test]
+fn stored_secret_references_and_nextgen_placeholders() {
+    let e = Env::new();
+    let doc = serde_json::json!({
+        "name": "t",
+        "scriptString": "secret=\"<+secretManager.environmentVariables.user>:<+spec.environmentVariables.user>:${secrets.getValue(\"db-pass\")}\"",
+        "variables": ["user"]
+    });
+    let t = e.file("t.json", doc.to_string().as_bytes());
+    let sf = e.file("db-pass", b"p@ss 'w0rd' $(nope)");
+    let out = e.run(&[
+        "--template",
+        s(&t),
+        "--var",
+        "user=alice",
+        "--secret-file",
+        &format!("db-pass={}", s(&sf)),
+        "--command-path",
+        s(e.path()),
+        "--reveal",
+        "-q",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"alice:alice:p@ss 'w0rd' $(nope)");
+
+    // Without the stored secret, the missing-value error names the reference.
+    let out = e.run(&[
+        "--template",
+        s(&t),
+        "--var",
+        "user=alice",
+        "--command-path",
+        s(e.path()),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "missing_variable");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("secrets.getValue(\"db-pass\")"));
+}
+
+#[test]
+fn the_bundled_example_from_the_readme_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args([
+            "test-run",
+            "--template",
+            "examples/toy-kv.json",
+            "--input",
+            "examples/create-input.json",
+            "--command-path",
+            "examples/store",
+            "--reveal",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"S3cr3t-from-toy-store!");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("looked up *** in engine kv"), "{err}");
+}

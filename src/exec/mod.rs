@@ -78,14 +78,17 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job with default limits, masking every value in `values`.
+    /// A job with default limits, masking every value in `values` (see
+    /// [`Masker::for_variables`] for values too short to mask).
     pub fn new(
         script: RenderedScript,
         command_path: impl Into<String>,
         timeout: Duration,
         values: &Variables,
     ) -> Job {
-        let masker = Arc::new(Masker::new(values.iter().map(|(_, v)| v.expose_secret())));
+        let masker = Arc::new(Masker::for_variables(
+            values.iter().map(|(_, v)| v.expose_secret()),
+        ));
         Job {
             script,
             command_path: command_path.into(),
