@@ -38,16 +38,20 @@ fn once() -> RetryPolicy {
     }
 }
 
-async fn run(script: &str, values: Variables) -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let j = job(script, values, dir.path(), Duration::from_secs(20));
+async fn run_job(j: &Job, policy: &RetryPolicy) -> Outcome {
     exec::run(
         &LocalExecutor::default(),
-        &j,
-        &once(),
+        j,
+        policy,
         &CancellationToken::new(),
     )
     .await
+}
+
+async fn run(script: &str, values: Variables) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(script, values, dir.path(), Duration::from_secs(20));
+    run_job(&j, &once()).await
 }
 
 fn secret_of(o: &Outcome) -> Vec<u8> {
@@ -151,13 +155,7 @@ async fn empty_null_and_unset_are_empty_secret_and_not_retried() {
             attempts: 3,
             delay: Duration::from_millis(1),
         };
-        let o = exec::run(
-            &LocalExecutor::default(),
-            &j,
-            &policy,
-            &CancellationToken::new(),
-        )
-        .await;
+        let o = run_job(&j, &policy).await;
         assert_eq!(kind_of(&o), ErrorKind::EmptySecret, "{script}");
         assert_eq!(o.attempts, 1, "{script}: empty_secret must not be retried");
         assert_eq!(
@@ -180,13 +178,7 @@ async fn non_zero_exit_is_script_failed_with_code_and_tail_and_is_retried() {
         attempts: 3,
         delay: Duration::from_millis(5),
     };
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &policy,
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &policy).await;
     assert_eq!(o.attempts, 3);
     match &o.result {
         Err(ExecError::ScriptFailed { code, stderr_tail }) => {
@@ -207,13 +199,7 @@ async fn script_runs_in_command_path_and_missing_paths_are_command_path_errors()
         dir.path(),
         Duration::from_secs(10),
     );
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &once(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &once()).await;
     assert_eq!(secret_of(&o), canon.to_str().unwrap().as_bytes());
 
     let file = dir.path().join("a-file");
@@ -225,13 +211,7 @@ async fn script_runs_in_command_path_and_missing_paths_are_command_path_errors()
             &missing,
             Duration::from_secs(10),
         );
-        let o = exec::run(
-            &LocalExecutor::default(),
-            &j,
-            &once(),
-            &CancellationToken::new(),
-        )
-        .await;
+        let o = run_job(&j, &once()).await;
         assert_eq!(kind_of(&o), ErrorKind::CommandPath);
         assert!(o
             .result
@@ -300,15 +280,7 @@ async fn values_never_reach_argv_or_environment() {
         dir.path(),
         Duration::from_secs(20),
     );
-    let exec_fut = tokio::spawn(async move {
-        exec::run(
-            &LocalExecutor::default(),
-            &j,
-            &once(),
-            &CancellationToken::new(),
-        )
-        .await
-    });
+    let exec_fut = tokio::spawn(async move { run_job(&j, &once()).await });
 
     let (ready2, go2) = (ready.clone(), go.clone());
     let scanned = tokio::task::spawn_blocking(move || {
@@ -373,13 +345,7 @@ async fn timeout_kills_the_whole_process_tree() {
         Duration::from_millis(400),
     );
     let t0 = Instant::now();
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &once(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &once()).await;
     assert_eq!(kind_of(&o), ErrorKind::Timeout);
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(String::from_utf8_lossy(o.stdout.as_bytes()).contains("started"));
@@ -402,13 +368,7 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace_period() {
         dir.path(),
         Duration::from_millis(300),
     );
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &once(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &once()).await;
     assert_eq!(kind_of(&o), ErrorKind::Timeout);
     assert!(gone_within(&m, Duration::from_secs(5)));
 }
@@ -454,15 +414,7 @@ async fn cancellation_and_drop_kill_the_tree() {
         dir.path(),
         Duration::from_secs(60),
     );
-    let handle = tokio::spawn(async move {
-        exec::run(
-            &LocalExecutor::default(),
-            &j,
-            &once(),
-            &CancellationToken::new(),
-        )
-        .await
-    });
+    let handle = tokio::spawn(async move { run_job(&j, &once()).await });
     let end = Instant::now() + Duration::from_secs(10);
     while !alive_with(&m) && Instant::now() < end {
         tokio::task::yield_now().await;
@@ -520,13 +472,7 @@ async fn oversized_secret_is_refused() {
         Duration::from_secs(10),
     );
     j.limits.max_secret = 4096;
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &once(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &once()).await;
     assert_eq!(kind_of(&o), ErrorKind::ScriptFailed);
     assert!(o.result.unwrap_err().to_string().contains("4096"));
 }
@@ -628,13 +574,7 @@ async fn nothing_is_left_in_command_path() {
         dir.path(),
         Duration::from_secs(10),
     );
-    let o = exec::run(
-        &LocalExecutor::default(),
-        &j,
-        &once(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let o = run_job(&j, &once()).await;
     assert_eq!(secret_of(&o), b"clean");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
