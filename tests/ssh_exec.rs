@@ -1310,3 +1310,79 @@ fn remote_watchdog_kills_the_script_when_the_agent_is_gone() {
     );
     assert!(killed_at.elapsed() < Duration::from_secs(6));
 }
+
+/// A server with ed25519, ECDSA and RSA host keys, as most are. Trust that does not name a
+/// key type (a hashed known_hosts entry, as Debian's HashKnownHosts writes them, or a
+/// `SHA256:` pin) must still find the one key it trusts, whichever type that is.
+#[tokio::test]
+async fn hashed_known_hosts_and_fingerprint_pins_find_a_key_of_any_type() {
+    let kinds = [HostKeyKind::Ed25519, HostKeyKind::Ecdsa, HostKeyKind::Rsa];
+    let sshd = Sshd::start_with(SshdOptions {
+        host_keys: kinds.to_vec(),
+        ..SshdOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let hashed = |name: &str, text: &str| {
+        let f = write(dir.path(), name, text.as_bytes());
+        let out = Command::new("/usr/bin/ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(std::fs::read_to_string(&f).unwrap().starts_with("|1|"));
+        f
+    };
+    let pool = pool();
+    let run = |policy: HostKeyPolicy| {
+        let auth = inline_key(sshd.client_key(KeyKind::Ed25519));
+        let exec = SshExecutor::new(pool.clone(), target(&sshd, auth, policy));
+        async move { run_once(&exec, &job("secret=found-it")).await }
+    };
+    // The fixture's known_hosts lists one line per served key, in `kinds` order.
+    let all = std::fs::read_to_string(sshd.known_hosts_path()).unwrap();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let line = all.lines().nth(i).unwrap();
+        let file = hashed(&format!("kh-{i}"), &format!("{line}\n"));
+        let o = run(HostKeyPolicy::Strict {
+            known_hosts: vec![file],
+            pinned: vec![],
+        })
+        .await;
+        assert_eq!(secret_of(&o), b"found-it", "hashed {kind:?} entry");
+        let fp = sshd.host_key_fingerprint_of(kind).unwrap();
+        let o = run(HostKeyPolicy::Strict {
+            known_hosts: vec![],
+            pinned: vec![fp],
+        })
+        .await;
+        assert_eq!(secret_of(&o), b"found-it", "pinned {kind:?} fingerprint");
+    }
+
+    // Still strict: a hashed entry with another key is a changed key, and so is a foreign pin.
+    let other = std::fs::read_to_string(sshd.other_host_key_known_hosts()).unwrap();
+    let ecdsa_other = other.lines().nth(1).unwrap();
+    let file = hashed("kh-other", &format!("{ecdsa_other}\n"));
+    let o = run(HostKeyPolicy::Strict {
+        known_hosts: vec![file],
+        pinned: vec![],
+    })
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::HostKey);
+    let msg = err_of(&o).to_string();
+    assert!(
+        msg.contains("has changed") && msg.contains(&addr(&sshd)) && msg.contains("hashed"),
+        "{msg}"
+    );
+    let foreign = fingerprints_in(sshd.other_host_key_known_hosts()).remove(1);
+    let o = run(HostKeyPolicy::Strict {
+        known_hosts: vec![],
+        pinned: vec![foreign.clone()],
+    })
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::HostKey);
+    let msg = err_of(&o).to_string();
+    assert!(msg.contains(&foreign), "{msg}");
+    assert_eq!(accepted_logins(&sshd), 6, "no login past a refused key");
+}

@@ -170,10 +170,83 @@ pub fn connect(
     if addrs.is_empty() {
         return Err(connect_error(t, "the host name resolved to no address"));
     }
+    let mut auth_deadline = None;
+    // Key types the server offered that did not verify, and the first such refusal.
+    let mut offered = Vec::new();
+    let mut refused: Option<SshError> = None;
+    let (sess, sock) = loop {
+        let tcp_deadline = match auth_deadline {
+            None => connect_deadline,
+            // A retry for another host-key type stays within the first handshake's bound.
+            Some(d) => (Instant::now() + cfg.connect_timeout).min(d),
+        };
+        let stream = match tcp_connect(t, cfg, &addrs, tcp_deadline) {
+            Ok(s) => s,
+            Err(e) => return Err(refused.unwrap_or(e)),
+        };
+        let (sess, sock) = session(t, cfg, stream)?;
+        let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
+        if !offered.is_empty() {
+            match hostkey::algorithms_except(&offered) {
+                Some(algs) => {
+                    let _ = sess.method_pref(ssh2::MethodType::HostKey, &algs);
+                }
+                None => return Err(refused.unwrap_or_else(|| connect_error(t, "no host key"))),
+            }
+        }
+        let deadline = *auth_deadline
+            .get_or_insert_with(|| (Instant::now() + cfg.auth_timeout).min(task_deadline));
+        let fd = sock.as_fd();
+        // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
+        let mut hs = sess.clone();
+        if let Err(e) = nb(&sess, fd, wake, deadline, || hs.handshake()) {
+            // On a retry, a failed handshake most likely means the server has no key of the
+            // types still asked for: the first refusal is the answer.
+            return Err(
+                refused.unwrap_or_else(|| handshake_error(t, e, "the SSH handshake", "cancelled"))
+            );
+        }
+        match hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port) {
+            Ok(()) => break (sess, sock),
+            // A pinned fingerprint or a hashed known_hosts entry does not say which key
+            // type it trusts, so the server may hold the trusted key under another type
+            // than the one it offered first: ask again for the types not seen yet.
+            Err(e @ (SshError::HostKeyUnknown { .. } | SshError::HostKeyChanged { .. }))
+                if prepared
+                    .as_ref()
+                    .is_some_and(hostkey::Prepared::has_untyped_trust) =>
+            {
+                let Some((_, kind)) = sess.host_key() else {
+                    return Err(e);
+                };
+                tracing::debug!(host = %t.host, port = t.port, ?kind, "host key of this type is not trusted; asking for another type");
+                offered.push(kind);
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let deadline = auth_deadline.unwrap_or(task_deadline);
+    authenticate(&sess, t, sock.as_fd(), wake, deadline)?;
+    Ok(Conn {
+        sess,
+        sock,
+        last_used: Instant::now(),
+        reused: false,
+    })
+}
+
+/// A TCP connection to the first address that accepts, with TCP_NODELAY set.
+fn tcp_connect(
+    t: &SshTarget,
+    cfg: &SshConfig,
+    addrs: &[std::net::SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, SshError> {
     let mut last = String::new();
     let mut stream = None;
-    for addr in &addrs {
-        let left = connect_deadline.saturating_duration_since(Instant::now());
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             last = format!("timed out after {} ms", cfg.connect_timeout.as_millis());
             break;
@@ -194,10 +267,18 @@ pub fn connect(
     stream
         .set_nodelay(true)
         .map_err(|e| connect_error(t, format!("setting TCP_NODELAY: {e}")))?;
+    Ok(stream)
+}
+
+/// A non-blocking libssh2 session on `stream`, and a duplicate of the socket to poll.
+fn session(
+    t: &SshTarget,
+    cfg: &SshConfig,
+    stream: TcpStream,
+) -> Result<(Session, TcpStream), SshError> {
     let sock = stream
         .try_clone()
         .map_err(|e| connect_error(t, e.to_string()))?;
-
     let mut sess = Session::new().map_err(|e| connect_error(t, e.message().to_string()))?;
     sess.set_tcp_stream(stream);
     sess.set_blocking(false);
@@ -205,22 +286,7 @@ pub fn connect(
         false,
         cfg.keepalive.as_secs().clamp(1, u32::MAX as u64) as u32,
     );
-    let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
-
-    let auth_deadline = (Instant::now() + cfg.auth_timeout).min(task_deadline);
-    let fd = sock.as_fd();
-    // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
-    let waiter = sess.clone();
-    nb(&waiter, fd, wake, auth_deadline, || sess.handshake())
-        .map_err(|e| handshake_error(t, e, "the SSH handshake", "cancelled"))?;
-    hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port)?;
-    authenticate(&sess, t, fd, wake, auth_deadline)?;
-    Ok(Conn {
-        sess,
-        sock,
-        last_used: Instant::now(),
-        reused: false,
-    })
+    Ok((sess, sock))
 }
 
 /// Authenticate with the credential's one method. Errors name the method, never a secret.
