@@ -1386,3 +1386,32 @@ async fn hashed_known_hosts_and_fingerprint_pins_find_a_key_of_any_type() {
     assert!(msg.contains(&foreign), "{msg}");
     assert_eq!(accepted_logins(&sshd), 6, "no login past a refused key");
 }
+
+/// Cancelling a task while its connection is still being set up is `cancelled`, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_during_the_handshake_is_cancelled() {
+    let sshd = Sshd::start();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut t = key_target(&sshd);
+    t.port = port;
+    let exec = SshExecutor::new(pool(), t);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let task = tokio::spawn(async move {
+        let policy = RetryPolicy::default();
+        exec::run(&exec, &job("secret=x"), &policy, &c2).await
+    });
+    // The client is connected and waiting for the server's banner.
+    let accepted = tokio::task::spawn_blocking(move || silent.accept().map(|(s, _)| s))
+        .await
+        .unwrap()
+        .unwrap();
+    let t0 = Instant::now();
+    cancel.cancel();
+    let o = task.await.unwrap();
+    assert_eq!(kind_of(&o), ErrorKind::Cancelled, "{}", err_of(&o));
+    assert_eq!(o.attempts, 1);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    drop(accepted);
+}

@@ -452,6 +452,14 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
     attempt
 }
 
+/// Whether the wake pipe has been written: the attempt was cancelled or abandoned.
+fn woken(wake: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// What the blocking thread owns for one attempt.
 struct Work {
     target: SshTarget,
@@ -478,7 +486,7 @@ impl Work {
                     self.deadline,
                 ) {
                     Ok(c) => c,
-                    Err(e) => return (Attempt::failed(self.connect_failure(e)), None),
+                    Err(e) => return (Attempt::failed(self.connect_failure(e, &wake)), None),
                 },
             };
             let spec = conn::RunSpec {
@@ -505,7 +513,12 @@ impl Work {
         }
     }
 
-    fn connect_failure(&self, e: SshError) -> ExecError {
+    fn connect_failure(&self, e: SshError, wake: &OwnedFd) -> ExecError {
+        // A connect interrupted by the wake pipe was cancelled, whatever error the
+        // interrupted step reported.
+        if woken(wake) {
+            return ExecError::Cancelled;
+        }
         // A connect that ran out of the task's own time is the task's timeout.
         if Instant::now() >= self.deadline {
             if let SshError::Connect { .. } = e {
