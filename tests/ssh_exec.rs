@@ -1415,3 +1415,32 @@ async fn cancellation_during_the_handshake_is_cancelled() {
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     drop(accepted);
 }
+
+/// A task dropped mid-run still owns its connection until its remote kill is done; the
+/// pool's bound must count it until then, or the next task opens one connection too many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_task_holds_its_pool_slot_until_its_connection_is_closed() {
+    let sshd = Sshd::start();
+    let pool = SshPool::new(SshConfig {
+        max_sessions_per_target: 1,
+        ..config()
+    });
+    let exec = Arc::new(SshExecutor::new(pool, key_target(&sshd)));
+    for round in 0..3 {
+        let m = marker("slot");
+        let e2 = exec.clone();
+        let j = job(&format!("exec -a {m} sleep 1000"));
+        let running = tokio::spawn(async move { run_once(&e2, &j).await });
+        assert!(wait_until(POLL_LIMIT, || alive_with(&m)).await);
+        let sampler = ConnSampler::start(sshd.port());
+        running.abort();
+        let o = run_once(&exec, &job(&format!("secret=next-{round}"))).await;
+        assert_eq!(secret_of(&o), format!("next-{round}").as_bytes());
+        assert!(wait_until(POLL_LIMIT, || !alive_with(&m)).await);
+        let most = sampler.max();
+        assert_eq!(
+            most, 1,
+            "round {round}: {most} connections at once, bound 1"
+        );
+    }
+}

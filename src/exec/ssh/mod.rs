@@ -425,7 +425,19 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         deadline,
         timeout: job.timeout,
     };
-    let handle = tokio::task::spawn_blocking(move || work.run(idle, wake_r));
+    // The thread owns the connection, so it also holds the permit: a task dropped mid-run
+    // keeps its slot until its remote kill is done and its connection is back in the pool
+    // or closed, and the pool never holds more connections than it has permits.
+    let handle = tokio::task::spawn_blocking(move || {
+        let (attempt, conn) = work.run(idle, wake_r);
+        if let Some(mut c) = conn {
+            c.last_used = Instant::now();
+            c.reused = true;
+            slot.idle.lock().expect("slot lock").push(c);
+        }
+        drop(permit);
+        attempt
+    });
     tokio::pin!(handle);
     let joined = tokio::select! {
         r = &mut handle => r,
@@ -434,22 +446,12 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             handle.await
         }
     };
-    let (attempt, conn) = match joined {
-        Ok(r) => r,
-        Err(e) => {
-            return Attempt::failed(ExecError::Io {
-                what: "the SSH worker thread failed",
-                source: std::io::Error::other(e.to_string()),
-            })
-        }
-    };
-    if let Some(mut c) = conn {
-        c.last_used = Instant::now();
-        c.reused = true;
-        slot.idle.lock().expect("slot lock").push(c);
-    }
-    drop(permit);
-    attempt
+    joined.unwrap_or_else(|e| {
+        Attempt::failed(ExecError::Io {
+            what: "the SSH worker thread failed",
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
 }
 
 /// Whether the wake pipe has been written: the attempt was cancelled or abandoned.
