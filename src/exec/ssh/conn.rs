@@ -79,6 +79,9 @@ fn wait(
         // Inbound, or libssh2 did not say: data from the peer is what unblocks it.
         _ => PollFlags::POLLIN,
     };
+    if flags.contains(PollFlags::POLLIN) {
+        quickack(fd);
+    }
     let mut fds = vec![PollFd::new(fd, flags)];
     if let Some(w) = wake {
         fds.push(PollFd::new(w, PollFlags::POLLIN));
@@ -103,6 +106,33 @@ fn wait(
         Err(e) => Err(Interrupt::Failed(e.to_string())),
     }
 }
+
+/// Have the kernel acknowledge the next segments from the server at once.
+///
+/// Until its first session starts, sshd writes without TCP_NODELAY. After authentication it
+/// sends its host keys (`hostkeys-00@openssh.com`), and its reply to our first channel open
+/// then waits behind Nagle for the ACK of that message, which a delayed ACK holds back for
+/// ~40 ms: every new connection's first task paid that. Delayed ACKs come back whenever we
+/// send, so the flag is set before each wait for the server, for the cost of a syscall.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quickack(fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let one: nix::libc::c_int = 1;
+    // SAFETY: `fd` is a socket that stays open for the call, and the option value is a
+    // live c_int of the length given. A failure only loses the optimisation.
+    unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_QUICKACK,
+            (&one as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quickack(_fd: BorrowedFd<'_>) {}
 
 /// Retry a libssh2 call until it stops saying "would block".
 fn nb<T>(
