@@ -1444,3 +1444,28 @@ async fn a_dropped_task_holds_its_pool_slot_until_its_connection_is_closed() {
         );
     }
 }
+
+/// Every credential is a pool target of its own; once its connections have expired, the
+/// pool forgets it, so an agent that sees many credentials does not grow without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_forgets_targets_whose_connections_expired() {
+    let sshd = Sshd::start();
+    let pool = SshPool::new(SshConfig {
+        keepalive: Duration::from_secs(1),
+        idle_timeout: Duration::from_millis(200),
+        ..config()
+    });
+    for i in 0..5 {
+        let exec = SshExecutor::new(pool.clone(), key_target(&sshd));
+        let o = run_once(&exec, &job(&format!("secret=cred-{i}"))).await;
+        assert_eq!(secret_of(&o), format!("cred-{i}").as_bytes());
+    }
+    assert_eq!(pool.target_count(), 5);
+    assert!(
+        wait_until(Duration::from_secs(5), || pool.target_count() == 0).await,
+        "{} targets still tracked",
+        pool.target_count()
+    );
+    // The closed connections are gone on the server too.
+    assert!(wait_until(POLL_LIMIT, || established_to(sshd.port()) == 0).await);
+}

@@ -330,6 +330,18 @@ impl SshPool {
             let idle_timeout = self.config.idle_timeout;
             idle.retain(|c| c.last_used.elapsed() < idle_timeout && keepalive(c));
         }
+        // Forget targets with no idle connection and no task: every credential is a target
+        // of its own, and a long-running agent must not keep one for each it has seen. A
+        // task holds its slot's Arc, and `slot()` clones it under this lock, so a slot
+        // counted once here is in no one's hands.
+        self.slots.lock().expect("pool lock").retain(|_, s| {
+            Arc::strong_count(s) > 1 || !s.idle.lock().expect("slot lock").is_empty()
+        });
+    }
+
+    /// Number of targets the pool tracks (with idle connections or running tasks).
+    pub fn target_count(&self) -> usize {
+        self.slots.lock().expect("pool lock").len()
     }
 
     /// Number of idle connections held for `target`.
