@@ -1469,3 +1469,41 @@ async fn the_pool_forgets_targets_whose_connections_expired() {
     // The closed connections are gone on the server too.
     assert!(wait_until(POLL_LIMIT, || established_to(sshd.port()) == 0).await);
 }
+
+/// A task cancelled before its remote bash has reported its process group must still kill
+/// that group once it does. The server delays every command (ForceCommand), so the cancel
+/// lands before the wrapper starts; and it ignores SIGPIPE, as services often run, so the
+/// wrapper is not stopped by writing to a closed channel either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_before_the_remote_pid_is_known_still_kills() {
+    let delay = marker("delay");
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![format!(
+            "ForceCommand trap '' PIPE; (exec -a {delay} sleep 0.5); eval \"$SSH_ORIGINAL_COMMAND\""
+        )],
+        ..SshdOptions::default()
+    });
+    let exec = Arc::new(SshExecutor::new(pool(), key_target(&sshd)));
+    let m = marker("early-cancel");
+    let mut j = job(&format!("exec -a {m} sleep 1000"));
+    j.limits.grace = Duration::from_secs(3);
+    let cancel = CancellationToken::new();
+    let (c2, e2) = (cancel.clone(), exec.clone());
+    let task = tokio::spawn(async move { exec::run(e2.as_ref(), &j, &once(), &c2).await });
+    // The command has been sent and the server is in the delay: no pid reported yet.
+    assert!(wait_until(POLL_LIMIT, || alive_with(&delay)).await);
+    cancel.cancel();
+    let o = task.await.unwrap();
+    assert_eq!(kind_of(&o), ErrorKind::Cancelled);
+    assert!(wait_until(POLL_LIMIT, || !alive_with(&delay)).await);
+    // Once the delay is over the script starts within milliseconds unless it was killed;
+    // watch for it for a second.
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        assert!(
+            !alive_with(&m),
+            "the remote script outlived its cancelled task"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -588,7 +588,11 @@ fn drive(
         match wait(sess, fd, wake, next) {
             Ok(()) | Err(Interrupt::Deadline) => {}
             Err(Interrupt::Woken) => {
-                remote_kill(sess, fd, out.frames.pgid(), "KILL");
+                // The group may be reported but not read yet, or not reported yet: a kill
+                // skipped for want of it would leave the script running until its watchdog.
+                let limit = Instant::now() + spec.limits.grace;
+                let pgid = await_pgid(sess, ch, fd, out, &mut buf, limit);
+                remote_kill(sess, fd, pgid, "KILL");
                 out.interrupted = Some(RunInterrupt::Cancelled);
                 out.healthy = false;
                 return;
@@ -613,6 +617,49 @@ fn drive(
             Err(_) => Exit::Unknown,
         },
     };
+}
+
+/// The remote process group: read what the channel has (frames, and log) until the
+/// wrapper's `csm:pid` frame is in, the channel ends, or `limit` passes. No wake fd: this
+/// runs after a cancellation, to carry it out.
+fn await_pgid(
+    sess: &Session,
+    ch: &mut Channel,
+    fd: BorrowedFd<'_>,
+    out: &mut ChannelRun,
+    buf: &mut [u8],
+    limit: Instant,
+) -> Option<i32> {
+    loop {
+        if let Some(p) = out.frames.pgid() {
+            return Some(p);
+        }
+        let mut progress = false;
+        match ch.read(buf) {
+            Ok(n) if n > 0 => {
+                out.frames.push(&buf[..n]);
+                progress = true;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        match ch.stderr().read(buf) {
+            Ok(n) if n > 0 => {
+                out.log.push(&buf[..n]);
+                progress = true;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        if progress {
+            continue;
+        }
+        if ch.eof() || wait(sess, fd, None, limit).is_err() {
+            return out.frames.pgid();
+        }
+    }
 }
 
 fn fail(out: &mut ChannelRun, reason: String) {
