@@ -1507,3 +1507,58 @@ async fn cancellation_before_the_remote_pid_is_known_still_kills() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// getaddrinfo has no timeout of its own: a name server that never answers must not hold a
+/// task past its connect bound. Runs the binary in a private mount namespace whose
+/// resolv.conf points at a UDP socket that swallows queries.
+#[test]
+fn a_silent_name_server_is_bounded_by_the_connect_timeout() {
+    let probe = Command::new("unshare")
+        .args(["--mount", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!("SKIPPED a_silent_name_server: needs `unshare --mount` (root)");
+        return;
+    }
+    let sshd = Sshd::start();
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).unwrap();
+    let ns = format!("127.{}.{}.{}", b[0], b[1], b[2].max(2));
+    let silent = std::net::UdpSocket::bind((ns.as_str(), 53)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = write(
+        dir.path(),
+        "resolv.conf",
+        format!("nameserver {ns}\noptions timeout:5 attempts:2\n").as_bytes(),
+    );
+    let template = write(dir.path(), "t.sh", b"secret=x\n");
+    let key = &sshd.client_key(KeyKind::Ed25519).path;
+    let t0 = Instant::now();
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(&resolv)
+        .arg(BIN)
+        .arg("test-run")
+        .args(["--host", "no-answer.example", "--user", sshd.user()])
+        .arg("--identity-file")
+        .arg(key)
+        .arg("--known-hosts")
+        .arg(sshd.known_hosts_path())
+        .arg("--template")
+        .arg(&template)
+        .args(["--connect-timeout", "1", "--attempts", "1", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let j = json_of(&out);
+    assert_eq!(j["error"]["kind"], "ssh_connect");
+    let msg = j["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no-answer.example:22"), "{msg}");
+    assert!(took < Duration::from_secs(4), "took {took:?}: {msg}");
+    drop(silent);
+}

@@ -193,13 +193,6 @@ pub fn connect(
     task_deadline: Instant,
 ) -> Result<Conn, SshError> {
     let connect_deadline = (Instant::now() + cfg.connect_timeout).min(task_deadline);
-    let addrs: Vec<_> = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|e| connect_error(t, format!("cannot resolve host: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(connect_error(t, "the host name resolved to no address"));
-    }
     let mut auth_deadline = None;
     // Key types the server offered that did not verify, and the first such refusal.
     let mut offered = Vec::new();
@@ -210,7 +203,7 @@ pub fn connect(
             // A retry for another host-key type stays within the first handshake's bound.
             Some(d) => (Instant::now() + cfg.connect_timeout).min(d),
         };
-        let stream = match tcp_connect(t, cfg, &addrs, tcp_deadline) {
+        let stream = match tcp_connect(t, cfg, tcp_deadline, wake) {
             Ok(s) => s,
             Err(e) => return Err(refused.unwrap_or(e)),
         };
@@ -266,38 +259,106 @@ pub fn connect(
     })
 }
 
-/// A TCP connection to the first address that accepts, with TCP_NODELAY set.
+/// A TCP connection to the first address of the host that accepts, with TCP_NODELAY set.
+///
+/// Name resolution and the connects run on a helper thread: getaddrinfo has no timeout of
+/// its own (a silent name server holds it for timeout × attempts, 10 s by default), and a
+/// blocking connect cannot be woken. This thread waits for the helper, the deadline or the
+/// wake pipe, whichever comes first; an abandoned helper finishes on its own and its
+/// socket, if any, is closed.
 fn tcp_connect(
     t: &SshTarget,
     cfg: &SshConfig,
-    addrs: &[std::net::SocketAddr],
     deadline: Instant,
+    wake: Option<BorrowedFd<'_>>,
 ) -> Result<TcpStream, SshError> {
+    let timed_out = || {
+        connect_error(
+            t,
+            format!("timed out after {} ms", cfg.connect_timeout.as_millis()),
+        )
+    };
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| connect_error(t, format!("creating a pipe: {e}")))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (host, port, timeout) = (t.host.clone(), t.port, cfg.connect_timeout);
+    std::thread::Builder::new()
+        .name("csm-ssh-connect".into())
+        .spawn(move || {
+            let _ = tx.send(resolve_and_connect(&host, port, deadline, timeout));
+            let _ = nix::unistd::write(&done_w, b"x");
+        })
+        .map_err(|e| connect_error(t, format!("starting the connect thread: {e}")))?;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timed_out());
+        }
+        let mut fds = vec![PollFd::new(done_r.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = wake {
+            fds.push(PollFd::new(w, PollFlags::POLLIN));
+        }
+        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(connect_error(t, e.to_string())),
+        }
+        if fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(connect_error(t, "cancelled"));
+        }
+        match rx.try_recv() {
+            Ok(r) => break r.map_err(|reason| connect_error(t, reason)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Err(connect_error(t, "the connect thread failed"))
+            }
+        }
+    }
+}
+
+/// Resolve `host` and connect to its addresses in turn until one accepts or `deadline`
+/// passes. Runs on the helper thread of [`tcp_connect`].
+fn resolve_and_connect(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err("the host name resolved to no address".into());
+    }
+    let timed_out = || format!("timed out after {} ms", timeout.as_millis());
     let mut last = String::new();
-    let mut stream = None;
-    for addr in addrs {
+    for addr in &addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            last = format!("timed out after {} ms", cfg.connect_timeout.as_millis());
-            break;
+            return Err(timed_out());
         }
         match TcpStream::connect_timeout(addr, left) {
             Ok(s) => {
-                stream = Some(s);
-                break;
+                // Without it every exchange on a reused connection waits ~40 ms for
+                // delayed ACKs.
+                s.set_nodelay(true)
+                    .map_err(|e| format!("setting TCP_NODELAY: {e}"))?;
+                return Ok(s);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = format!("timed out after {} ms", cfg.connect_timeout.as_millis())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = timed_out(),
             Err(e) => last = e.to_string(),
         }
     }
-    let stream = stream.ok_or_else(|| connect_error(t, last))?;
-    // Without it every exchange on a reused connection waits ~40 ms for delayed ACKs.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| connect_error(t, format!("setting TCP_NODELAY: {e}")))?;
-    Ok(stream)
+    Err(last)
 }
 
 /// A non-blocking libssh2 session on `stream`, and a duplicate of the socket to poll.

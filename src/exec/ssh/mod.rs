@@ -110,7 +110,7 @@ pub struct SshTarget {
 /// Bounds and pool sizes.
 #[derive(Debug, Clone)]
 pub struct SshConfig {
-    /// TCP connect bound.
+    /// Bound on resolving the host name plus the TCP connect.
     pub connect_timeout: Duration,
     /// Handshake plus authentication bound.
     pub auth_timeout: Duration,
