@@ -1562,3 +1562,114 @@ fn a_silent_name_server_is_bounded_by_the_connect_timeout() {
     assert!(took < Duration::from_secs(4), "took {took:?}: {msg}");
     drop(silent);
 }
+
+/// test-run's host-key options: a pinned fingerprint, a connector's knownHosts file, and the
+/// explicitly named insecure option, which warns every time.
+#[test]
+fn test_run_host_key_options() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let template = write(dir.path(), "t.sh", b"secret=pinned-ok\n");
+    let empty = write(dir.path(), "empty", b"");
+    let key = sshd
+        .client_key(KeyKind::Ed25519)
+        .path
+        .to_str()
+        .unwrap()
+        .to_string();
+    let base = |extra: &[&str]| {
+        let mut args = ssh_flags(&sshd, &empty);
+        args.extend(
+            [
+                "--template",
+                template.to_str().unwrap(),
+                "--identity-file",
+                &key,
+                "--reveal",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+        );
+        test_run(&strs(&args))
+    };
+    let fp = sshd.host_key_fingerprint();
+    let out = base(&["--host-key", &fp]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"pinned-ok");
+
+    let out = base(&["--insecure-accept-any-host-key"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"pinned-ok");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT verified") && err.contains(&fp), "{err}");
+
+    // A connector naming a known_hosts file instead of pinning keys.
+    let connector = serde_json::json!({
+        "authenticationScheme": "SSH",
+        "sshAuthentication": {
+            "userName": sshd.user(),
+            "port": sshd.port(),
+            "sshAuthenticationMethod": {"sshCredentialType": "SSH_KEY_FILE_PATH",
+                "sshKeyFile": {"path": key}},
+        },
+        "knownHosts": [sshd.known_hosts_path()],
+    });
+    let c = write(dir.path(), "c.json", connector.to_string().as_bytes());
+    let out = test_run(&[
+        "--template",
+        template.to_str().unwrap(),
+        "--host",
+        sshd.host(),
+        "--connector",
+        c.to_str().unwrap(),
+        "--attempts",
+        "1",
+        "--reveal",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"pinned-ok");
+}
+
+/// The script-side error kinds over SSH, through the binary: kind and exit code.
+#[test]
+fn test_run_over_ssh_script_error_kinds() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sshd
+        .client_key(KeyKind::Ed25519)
+        .path
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cases: [(&str, &[&str], &str, i32); 4] = [
+        (
+            "secret=x\n",
+            &["--command-path", "/no/such/dir"],
+            "command_path",
+            2,
+        ),
+        ("sleep 30\n", &["--timeout", "0.5"], "timeout", 3),
+        ("echo bad >&2\nexit 9\n", &[], "script_failed", 1),
+        ("secret=\n", &[], "empty_secret", 1),
+    ];
+    for (script, extra, kind, code) in cases {
+        let template = write(dir.path(), "t.sh", script.as_bytes());
+        let mut args = ssh_flags(&sshd, sshd.known_hosts_path());
+        args.extend(
+            [
+                "--template",
+                template.to_str().unwrap(),
+                "--identity-file",
+                &key,
+                "--json",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+        );
+        let out = test_run(&strs(&args));
+        assert_eq!(out.status.code(), Some(code), "{kind}: {out:?}");
+        assert_eq!(json_of(&out)["error"]["kind"], kind, "{out:?}");
+    }
+}
