@@ -258,10 +258,12 @@ fn accepted_logins(sshd: &Sshd) -> usize {
     log.matches("Accepted publickey for ").count() + log.matches("Accepted password for ").count()
 }
 
-/// Client-side TCP connections to `port` that are ESTABLISHED right now, from
-/// /proc/net/tcp (the sshd is on loopback, so both ends are listed; count the client ends).
-/// The file is not read atomically and can list an entry twice, so count distinct ends.
-fn established_to(port: u16) -> usize {
+/// Client ends of the ESTABLISHED TCP connections to `port`, from /proc/net/tcp (the sshd
+/// is on loopback, so both ends are listed; the client ends are those whose remote port is
+/// sshd's), by local address. The file is not read atomically: it can list an entry twice,
+/// and a connection that closed and one that opened while it was being read can both be in
+/// it.
+fn established_ends(port: u16) -> std::collections::HashSet<String> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let mut ends = std::collections::HashSet::new();
     for l in table.lines().skip(1) {
@@ -274,10 +276,19 @@ fn established_to(port: u16) -> usize {
             ends.insert(f[1].to_string());
         }
     }
-    ends.len()
+    ends
 }
 
-/// Samples [`established_to`] on a thread until dropped; `max()` is the most seen at once.
+fn established_to(port: u16) -> usize {
+    established_ends(port).len()
+}
+
+/// Samples the connections to a port on a thread; `max()` is the most open at once.
+///
+/// A connection counts for a pair of consecutive reads only if both list it. One that closed
+/// during the first read and one that opened during the second cannot both be in both, so
+/// the non-atomic reads never make two sequential connections look simultaneous; two that
+/// really overlap for longer than two reads (well under a millisecond each) are counted.
 struct ConnSampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<usize>>,
@@ -289,9 +300,12 @@ impl ConnSampler {
         let s2 = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut max = 0;
+            let mut prev = established_ends(port);
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-                max = max.max(established_to(port));
-                std::thread::sleep(Duration::from_micros(500));
+                let now = established_ends(port);
+                max = max.max(prev.intersection(&now).count());
+                prev = now;
+                std::thread::sleep(Duration::from_micros(200));
             }
             max
         });
@@ -1418,15 +1432,20 @@ async fn cancellation_during_the_handshake_is_cancelled() {
 
 /// A task dropped mid-run still owns its connection until its remote kill is done; the
 /// pool's bound must count it until then, or the next task opens one connection too many.
+/// The server delays every command by 0.3 s (the remote kill too), so that a connection
+/// opened too early overlaps the old one long enough to be seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_task_holds_its_pool_slot_until_its_connection_is_closed() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec!["ForceCommand sleep 0.3; eval \"$SSH_ORIGINAL_COMMAND\"".into()],
+        ..SshdOptions::default()
+    });
     let pool = SshPool::new(SshConfig {
         max_sessions_per_target: 1,
         ..config()
     });
     let exec = Arc::new(SshExecutor::new(pool, key_target(&sshd)));
-    for round in 0..3 {
+    for round in 0..2 {
         let m = marker("slot");
         let e2 = exec.clone();
         let j = job(&format!("exec -a {m} sleep 1000"));
