@@ -1692,3 +1692,65 @@ fn test_run_over_ssh_script_error_kinds() {
         assert_eq!(json_of(&out)["error"]["kind"], kind, "{out:?}");
     }
 }
+
+/// The sshd processes serving connections (every descendant of the listener), from /proc.
+fn connection_processes(sshd: &Sshd) -> Vec<nix::unistd::Pid> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = Default::default();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok())
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![sshd.pid().expect("sshd running") as i32];
+    while let Some(p) = queue.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            out.push(nix::unistd::Pid::from_raw(c));
+            queue.push(c);
+        }
+    }
+    out
+}
+
+/// A pooled connection whose server went silent (a NAT that forgot the mapping, a frozen
+/// host) gets no RST: the task must not spend its whole deadline waiting on it. The
+/// server's connection processes are stopped; the listener still accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_pooled_connection_is_replaced_within_the_connect_timeout() {
+    use nix::sys::signal::{kill, Signal};
+    let sshd = Sshd::start();
+    let pool = SshPool::new(SshConfig {
+        connect_timeout: Duration::from_secs(1),
+        ..config()
+    });
+    let t = key_target(&sshd);
+    let exec = SshExecutor::new(pool.clone(), t.clone());
+    assert_eq!(
+        secret_of(&run_once(&exec, &job("secret=first")).await),
+        b"first"
+    );
+    assert_eq!(pool.idle_count(&t), 1);
+    let frozen = connection_processes(&sshd);
+    assert!(!frozen.is_empty());
+    for p in &frozen {
+        kill(*p, Signal::SIGSTOP).unwrap();
+    }
+    let t0 = Instant::now();
+    let o = run_once(&exec, &job("secret=second")).await;
+    let took = t0.elapsed();
+    for p in &frozen {
+        let _ = kill(*p, Signal::SIGKILL);
+    }
+    assert_eq!(secret_of(&o), b"second");
+    assert_eq!(o.attempts, 1);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

@@ -502,6 +502,8 @@ pub struct RunSpec<'a> {
     pub limits: &'a Limits,
     /// When the task's time is up.
     pub deadline: Instant,
+    /// How long a reused connection may take to open the channel and start the command.
+    pub setup_timeout: Duration,
 }
 
 /// Run the wrapped script on a new channel of `conn`.
@@ -526,16 +528,35 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
             NbError::Ssh(e) => RunInterrupt::Broken(e.message().to_string()),
         });
     };
-    let mut ch = match nb(sess, fd, wake, spec.deadline, || sess.channel_session()) {
+    // A pooled connection can be dead without a word (a NAT that forgot the mapping, a
+    // frozen host): no RST, and a channel request into it waits forever. Nothing has been
+    // sent to the script yet, so a connection that does not answer within the setup bound
+    // is reported broken, and the task moves to a fresh one with most of its time left.
+    let setup = if conn.reused {
+        (Instant::now() + spec.setup_timeout).min(spec.deadline)
+    } else {
+        spec.deadline
+    };
+    let silent = |out: &mut ChannelRun, e: NbError| match e {
+        NbError::Interrupt(Interrupt::Deadline) if Instant::now() < spec.deadline => {
+            out.healthy = false;
+            out.interrupted = Some(RunInterrupt::Broken(format!(
+                "the pooled connection did not answer within {} ms",
+                spec.setup_timeout.as_millis()
+            )));
+        }
+        e => broken(out, e),
+    };
+    let mut ch = match nb(sess, fd, wake, setup, || sess.channel_session()) {
         Ok(c) => c,
         Err(e) => {
-            broken(&mut out, e);
+            silent(&mut out, e);
             return out;
         }
     };
     let cmd = wrapper::remote_command();
-    if let Err(e) = nb(sess, fd, wake, spec.deadline, || ch.exec(&cmd)) {
-        broken(&mut out, e);
+    if let Err(e) = nb(sess, fd, wake, setup, || ch.exec(&cmd)) {
+        silent(&mut out, e);
         return out;
     }
     drive(sess, &mut ch, fd, wake, spec, &mut out);

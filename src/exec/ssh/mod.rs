@@ -110,7 +110,8 @@ pub struct SshTarget {
 /// Bounds and pool sizes.
 #[derive(Debug, Clone)]
 pub struct SshConfig {
-    /// Bound on resolving the host name plus the TCP connect.
+    /// Bound on resolving the host name plus the TCP connect; also how long a pooled
+    /// connection may take to open a channel before it is taken for dead and replaced.
     pub connect_timeout: Duration,
     /// Handshake plus authentication bound.
     pub auth_timeout: Duration,
@@ -507,6 +508,7 @@ impl Work {
                 input: &self.input,
                 limits: &self.limits,
                 deadline: self.deadline,
+                setup_timeout: self.config.connect_timeout,
             };
             let log = LogCapture::new(self.masker.clone(), self.limits.stderr_cap);
             let run = conn::run(&c, &spec, log, &wake);
