@@ -278,12 +278,12 @@ fn main() {
         "/tmp",
         SCRIPT.as_bytes(),
     );
-    let (mut ours, mut cm) = (Vec::new(), Vec::new());
     // The same without the remote watchdog (the local prologue: fd 3 is already the
     // channel's stdout under the remote bootstrap), to show what the watchdog costs.
     let no_watchdog = wrapper::script_input(wrapper::Mode::Local, "/tmp", SCRIPT.as_bytes());
-    let (mut floor1, mut floor2, mut floor3) = (Vec::new(), Vec::new(), Vec::new());
-    let mut floor4 = Vec::new();
+    let (mut ours, mut cm) = (Vec::new(), Vec::new());
+    let (mut floor1, mut floor2) = (Vec::new(), Vec::new());
+    let (mut floor3, mut floor4) = (Vec::new(), Vec::new());
     for i in 0..warm_n {
         if i % 2 == 0 {
             ours.push(rt.block_on(task(&exec)));
