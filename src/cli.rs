@@ -114,7 +114,7 @@ pub struct SshArgs {
     /// File holding the password.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Connector file: Harness's sshCredential JSON plus hostKeys (see docs/connector.md).
+    /// Connector file: Harness's sshCredential JSON plus hostKeys (see docs/protocol.md).
     #[arg(long, value_name = "FILE")]
     pub connector: Option<PathBuf>,
     /// known_hosts file to trust (repeatable) [default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts].

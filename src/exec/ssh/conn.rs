@@ -79,6 +79,9 @@ fn wait(
         // Inbound, or libssh2 did not say: data from the peer is what unblocks it.
         _ => PollFlags::POLLIN,
     };
+    if flags.contains(PollFlags::POLLIN) {
+        quickack(fd);
+    }
     let mut fds = vec![PollFd::new(fd, flags)];
     if let Some(w) = wake {
         fds.push(PollFd::new(w, PollFlags::POLLIN));
@@ -103,6 +106,33 @@ fn wait(
         Err(e) => Err(Interrupt::Failed(e.to_string())),
     }
 }
+
+/// Have the kernel acknowledge the next segments from the server at once.
+///
+/// Until its first session starts, sshd writes without TCP_NODELAY. After authentication it
+/// sends its host keys (`hostkeys-00@openssh.com`), and its reply to our first channel open
+/// then waits behind Nagle for the ACK of that message, which a delayed ACK holds back for
+/// ~40 ms: every new connection's first task paid that. Delayed ACKs come back whenever we
+/// send, so the flag is set before each wait for the server, for the cost of a syscall.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quickack(fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let one: nix::libc::c_int = 1;
+    // SAFETY: `fd` is a socket that stays open for the call, and the option value is a
+    // live c_int of the length given. A failure only loses the optimisation.
+    unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_QUICKACK,
+            (&one as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quickack(_fd: BorrowedFd<'_>) {}
 
 /// Retry a libssh2 call until it stops saying "would block".
 fn nb<T>(
@@ -163,41 +193,183 @@ pub fn connect(
     task_deadline: Instant,
 ) -> Result<Conn, SshError> {
     let connect_deadline = (Instant::now() + cfg.connect_timeout).min(task_deadline);
-    let addrs: Vec<_> = (t.host.as_str(), t.port)
+    let mut auth_deadline = None;
+    // Key types the server offered that did not verify, and the first such refusal.
+    let mut offered = Vec::new();
+    let mut refused: Option<SshError> = None;
+    let (sess, sock) = loop {
+        let tcp_deadline = match auth_deadline {
+            None => connect_deadline,
+            // A retry for another host-key type stays within the first handshake's bound.
+            Some(d) => (Instant::now() + cfg.connect_timeout).min(d),
+        };
+        let stream = match tcp_connect(t, cfg, tcp_deadline, wake) {
+            Ok(s) => s,
+            Err(e) => return Err(refused.unwrap_or(e)),
+        };
+        let (sess, sock) = session(t, cfg, stream)?;
+        let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
+        if !offered.is_empty() {
+            match hostkey::algorithms_except(&offered) {
+                Some(algs) => {
+                    let _ = sess.method_pref(ssh2::MethodType::HostKey, &algs);
+                }
+                None => return Err(refused.unwrap_or_else(|| connect_error(t, "no host key"))),
+            }
+        }
+        let deadline = *auth_deadline
+            .get_or_insert_with(|| (Instant::now() + cfg.auth_timeout).min(task_deadline));
+        let fd = sock.as_fd();
+        // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
+        let mut hs = sess.clone();
+        if let Err(e) = nb(&sess, fd, wake, deadline, || hs.handshake()) {
+            // On a retry, a failed handshake most likely means the server has no key of the
+            // types still asked for: the first refusal is the answer.
+            return Err(
+                refused.unwrap_or_else(|| handshake_error(t, e, "the SSH handshake", "cancelled"))
+            );
+        }
+        match hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port) {
+            Ok(()) => break (sess, sock),
+            // A pinned fingerprint or a hashed known_hosts entry does not say which key
+            // type it trusts, so the server may hold the trusted key under another type
+            // than the one it offered first: ask again for the types not seen yet.
+            Err(e @ (SshError::HostKeyUnknown { .. } | SshError::HostKeyChanged { .. }))
+                if prepared
+                    .as_ref()
+                    .is_some_and(hostkey::Prepared::has_untyped_trust) =>
+            {
+                let Some((_, kind)) = sess.host_key() else {
+                    return Err(e);
+                };
+                tracing::debug!(host = %t.host, port = t.port, ?kind, "host key of this type is not trusted; asking for another type");
+                offered.push(kind);
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let deadline = auth_deadline.unwrap_or(task_deadline);
+    authenticate(&sess, t, sock.as_fd(), wake, deadline)?;
+    Ok(Conn {
+        sess,
+        sock,
+        last_used: Instant::now(),
+        reused: false,
+    })
+}
+
+/// A TCP connection to the first address of the host that accepts, with TCP_NODELAY set.
+///
+/// Name resolution and the connects run on a helper thread: getaddrinfo has no timeout of
+/// its own (a silent name server holds it for timeout × attempts, 10 s by default), and a
+/// blocking connect cannot be woken. This thread waits for the helper, the deadline or the
+/// wake pipe, whichever comes first; an abandoned helper finishes on its own and its
+/// socket, if any, is closed.
+fn tcp_connect(
+    t: &SshTarget,
+    cfg: &SshConfig,
+    deadline: Instant,
+    wake: Option<BorrowedFd<'_>>,
+) -> Result<TcpStream, SshError> {
+    let timed_out = || {
+        connect_error(
+            t,
+            format!("timed out after {} ms", cfg.connect_timeout.as_millis()),
+        )
+    };
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| connect_error(t, format!("creating a pipe: {e}")))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (host, port, timeout) = (t.host.clone(), t.port, cfg.connect_timeout);
+    std::thread::Builder::new()
+        .name("csm-ssh-connect".into())
+        .spawn(move || {
+            let _ = tx.send(resolve_and_connect(&host, port, deadline, timeout));
+            let _ = nix::unistd::write(&done_w, b"x");
+        })
+        .map_err(|e| connect_error(t, format!("starting the connect thread: {e}")))?;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timed_out());
+        }
+        let mut fds = vec![PollFd::new(done_r.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = wake {
+            fds.push(PollFd::new(w, PollFlags::POLLIN));
+        }
+        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(connect_error(t, e.to_string())),
+        }
+        if fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(connect_error(t, "cancelled"));
+        }
+        match rx.try_recv() {
+            Ok(r) => break r.map_err(|reason| connect_error(t, reason)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Err(connect_error(t, "the connect thread failed"))
+            }
+        }
+    }
+}
+
+/// Resolve `host` and connect to its addresses in turn until one accepts or `deadline`
+/// passes. Runs on the helper thread of [`tcp_connect`].
+fn resolve_and_connect(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| connect_error(t, format!("cannot resolve host: {e}")))?
+        .map_err(|e| format!("cannot resolve host: {e}"))?
         .collect();
     if addrs.is_empty() {
-        return Err(connect_error(t, "the host name resolved to no address"));
+        return Err("the host name resolved to no address".into());
     }
+    let timed_out = || format!("timed out after {} ms", timeout.as_millis());
     let mut last = String::new();
-    let mut stream = None;
     for addr in &addrs {
-        let left = connect_deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            last = format!("timed out after {} ms", cfg.connect_timeout.as_millis());
-            break;
+            return Err(timed_out());
         }
         match TcpStream::connect_timeout(addr, left) {
             Ok(s) => {
-                stream = Some(s);
-                break;
+                // Without it every exchange on a reused connection waits ~40 ms for
+                // delayed ACKs.
+                s.set_nodelay(true)
+                    .map_err(|e| format!("setting TCP_NODELAY: {e}"))?;
+                return Ok(s);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = format!("timed out after {} ms", cfg.connect_timeout.as_millis())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = timed_out(),
             Err(e) => last = e.to_string(),
         }
     }
-    let stream = stream.ok_or_else(|| connect_error(t, last))?;
-    // Without it every exchange on a reused connection waits ~40 ms for delayed ACKs.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| connect_error(t, format!("setting TCP_NODELAY: {e}")))?;
+    Err(last)
+}
+
+/// A non-blocking libssh2 session on `stream`, and a duplicate of the socket to poll.
+fn session(
+    t: &SshTarget,
+    cfg: &SshConfig,
+    stream: TcpStream,
+) -> Result<(Session, TcpStream), SshError> {
     let sock = stream
         .try_clone()
         .map_err(|e| connect_error(t, e.to_string()))?;
-
     let mut sess = Session::new().map_err(|e| connect_error(t, e.message().to_string()))?;
     sess.set_tcp_stream(stream);
     sess.set_blocking(false);
@@ -205,22 +377,7 @@ pub fn connect(
         false,
         cfg.keepalive.as_secs().clamp(1, u32::MAX as u64) as u32,
     );
-    let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
-
-    let auth_deadline = (Instant::now() + cfg.auth_timeout).min(task_deadline);
-    let fd = sock.as_fd();
-    // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
-    let waiter = sess.clone();
-    nb(&waiter, fd, wake, auth_deadline, || sess.handshake())
-        .map_err(|e| handshake_error(t, e, "the SSH handshake", "cancelled"))?;
-    hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port)?;
-    authenticate(&sess, t, fd, wake, auth_deadline)?;
-    Ok(Conn {
-        sess,
-        sock,
-        last_used: Instant::now(),
-        reused: false,
-    })
+    Ok((sess, sock))
 }
 
 /// Authenticate with the credential's one method. Errors name the method, never a secret.
@@ -345,6 +502,8 @@ pub struct RunSpec<'a> {
     pub limits: &'a Limits,
     /// When the task's time is up.
     pub deadline: Instant,
+    /// How long a reused connection may take to open the channel and start the command.
+    pub setup_timeout: Duration,
 }
 
 /// Run the wrapped script on a new channel of `conn`.
@@ -369,16 +528,35 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
             NbError::Ssh(e) => RunInterrupt::Broken(e.message().to_string()),
         });
     };
-    let mut ch = match nb(sess, fd, wake, spec.deadline, || sess.channel_session()) {
+    // A pooled connection can be dead without a word (a NAT that forgot the mapping, a
+    // frozen host): no RST, and a channel request into it waits forever. Nothing has been
+    // sent to the script yet, so a connection that does not answer within the setup bound
+    // is reported broken, and the task moves to a fresh one with most of its time left.
+    let setup = if conn.reused {
+        (Instant::now() + spec.setup_timeout).min(spec.deadline)
+    } else {
+        spec.deadline
+    };
+    let silent = |out: &mut ChannelRun, e: NbError| match e {
+        NbError::Interrupt(Interrupt::Deadline) if Instant::now() < spec.deadline => {
+            out.healthy = false;
+            out.interrupted = Some(RunInterrupt::Broken(format!(
+                "the pooled connection did not answer within {} ms",
+                spec.setup_timeout.as_millis()
+            )));
+        }
+        e => broken(out, e),
+    };
+    let mut ch = match nb(sess, fd, wake, setup, || sess.channel_session()) {
         Ok(c) => c,
         Err(e) => {
-            broken(&mut out, e);
+            silent(&mut out, e);
             return out;
         }
     };
     let cmd = wrapper::remote_command();
-    if let Err(e) = nb(sess, fd, wake, spec.deadline, || ch.exec(&cmd)) {
-        broken(&mut out, e);
+    if let Err(e) = nb(sess, fd, wake, setup, || ch.exec(&cmd)) {
+        silent(&mut out, e);
         return out;
     }
     drive(sess, &mut ch, fd, wake, spec, &mut out);
@@ -492,7 +670,11 @@ fn drive(
         match wait(sess, fd, wake, next) {
             Ok(()) | Err(Interrupt::Deadline) => {}
             Err(Interrupt::Woken) => {
-                remote_kill(sess, fd, out.frames.pgid(), "KILL");
+                // The group may be reported but not read yet, or not reported yet: a kill
+                // skipped for want of it would leave the script running until its watchdog.
+                let limit = Instant::now() + spec.limits.grace;
+                let pgid = await_pgid(sess, ch, fd, out, &mut buf, limit);
+                remote_kill(sess, fd, pgid, "KILL");
                 out.interrupted = Some(RunInterrupt::Cancelled);
                 out.healthy = false;
                 return;
@@ -517,6 +699,49 @@ fn drive(
             Err(_) => Exit::Unknown,
         },
     };
+}
+
+/// The remote process group: read what the channel has (frames, and log) until the
+/// wrapper's `csm:pid` frame is in, the channel ends, or `limit` passes. No wake fd: this
+/// runs after a cancellation, to carry it out.
+fn await_pgid(
+    sess: &Session,
+    ch: &mut Channel,
+    fd: BorrowedFd<'_>,
+    out: &mut ChannelRun,
+    buf: &mut [u8],
+    limit: Instant,
+) -> Option<i32> {
+    loop {
+        if let Some(p) = out.frames.pgid() {
+            return Some(p);
+        }
+        let mut progress = false;
+        match ch.read(buf) {
+            Ok(n) if n > 0 => {
+                out.frames.push(&buf[..n]);
+                progress = true;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        match ch.stderr().read(buf) {
+            Ok(n) if n > 0 => {
+                out.log.push(&buf[..n]);
+                progress = true;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        if progress {
+            continue;
+        }
+        if ch.eof() || wait(sess, fd, None, limit).is_err() {
+            return out.frames.pgid();
+        }
+    }
 }
 
 fn fail(out: &mut ChannelRun, reason: String) {

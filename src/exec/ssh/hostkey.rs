@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 
 use super::SshError;
 
@@ -99,11 +99,45 @@ fn algorithms_for(types: &[String]) -> Vec<&'static str> {
     algs
 }
 
+/// Every host-key algorithm libssh2 can verify, grouped by key type, in OpenSSH's order.
+const ALGORITHMS: [(HostKeyType, &[&str]); 5] = [
+    (HostKeyType::Ed25519, &["ssh-ed25519"]),
+    (HostKeyType::Ecdsa256, &["ecdsa-sha2-nistp256"]),
+    (HostKeyType::Ecdsa384, &["ecdsa-sha2-nistp384"]),
+    (HostKeyType::Ecdsa521, &["ecdsa-sha2-nistp521"]),
+    (
+        HostKeyType::Rsa,
+        &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+    ),
+];
+
+/// The host-key algorithms of every key type not in `offered`, or `None` if none is left.
+/// Used to ask a server for its key of another type when the one it offered first did not
+/// verify against trust that does not name a type.
+pub fn algorithms_except(offered: &[HostKeyType]) -> Option<String> {
+    let algs: Vec<&str> = ALGORITHMS
+        .iter()
+        .filter(|(kind, _)| !offered.iter().any(|o| *o as i32 == *kind as i32))
+        .flat_map(|(_, algs)| algs.iter().copied())
+        .collect();
+    (!algs.is_empty()).then(|| algs.join(","))
+}
+
 /// What verification needs, read once per connection attempt before the handshake.
 pub struct Prepared {
     known_text: String,
     entries: Vec<Entry>,
     fingerprints: Vec<String>,
+    hashed: bool,
+}
+
+impl Prepared {
+    /// Whether some trusted key's type is unknown before the handshake: a `SHA256:` pin, or
+    /// a hashed known_hosts entry (which may or may not be for this host). The server may
+    /// then hold the trusted key under another type than the one it offers first.
+    pub fn has_untyped_trust(&self) -> bool {
+        !self.fingerprints.is_empty() || self.hashed
+    }
 }
 
 impl HostKeyPolicy {
@@ -142,6 +176,9 @@ impl HostKeyPolicy {
             }
         }
         let entries = entries_for(&known_text, host, port);
+        let hashed = known_text
+            .lines()
+            .any(|l| l.trim_start().starts_with("|1|"));
         let types: Vec<String> = entries.iter().map(|e| e.key_type.clone()).collect();
         let algs = algorithms_for(&types);
         if !algs.is_empty() {
@@ -152,6 +189,7 @@ impl HostKeyPolicy {
             known_text,
             entries,
             fingerprints,
+            hashed,
         }))
     }
 }
@@ -210,12 +248,21 @@ pub fn verify(
     known.dedup();
     match kh.check_port(host, port, key) {
         CheckResult::Match => Ok(()),
-        CheckResult::Mismatch => Err(SshError::HostKeyChanged {
-            host: host.to_string(),
-            port,
-            offered,
-            known,
-        }),
+        CheckResult::Mismatch => {
+            if known.is_empty() {
+                // libssh2 matched an entry we could not read: hashed, or under the host's
+                // plain name while we looked for `[host]:port`.
+                known.push(
+                    "listed for this host in known_hosts (hashed, or without a port)".to_string(),
+                );
+            }
+            Err(SshError::HostKeyChanged {
+                host: host.to_string(),
+                port,
+                offered,
+                known,
+            })
+        }
         CheckResult::NotFound | CheckResult::Failure if !known.is_empty() => {
             Err(SshError::HostKeyChanged {
                 host: host.to_string(),
@@ -254,6 +301,22 @@ mod tests {
             algorithms_for(&["ssh-rsa".into(), "ssh-ed25519".into()]),
             ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa", "ssh-ed25519"]
         );
+    }
+
+    #[test]
+    fn fallback_algorithms_skip_the_types_already_offered() {
+        assert_eq!(
+            algorithms_except(&[HostKeyType::Ed25519, HostKeyType::Rsa]).unwrap(),
+            "ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521"
+        );
+        let all = [
+            HostKeyType::Ed25519,
+            HostKeyType::Ecdsa256,
+            HostKeyType::Ecdsa384,
+            HostKeyType::Ecdsa521,
+            HostKeyType::Rsa,
+        ];
+        assert_eq!(algorithms_except(&all), None);
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub struct SshTarget {
 /// Bounds and pool sizes.
 #[derive(Debug, Clone)]
 pub struct SshConfig {
-    /// TCP connect bound.
+    /// Bound on resolving the host name plus the TCP connect; also how long a pooled
+    /// connection may take to open a channel before it is taken for dead and replaced.
     pub connect_timeout: Duration,
     /// Handshake plus authentication bound.
     pub auth_timeout: Duration,
@@ -330,6 +331,18 @@ impl SshPool {
             let idle_timeout = self.config.idle_timeout;
             idle.retain(|c| c.last_used.elapsed() < idle_timeout && keepalive(c));
         }
+        // Forget targets with no idle connection and no task: every credential is a target
+        // of its own, and a long-running agent must not keep one for each it has seen. A
+        // task holds its slot's Arc, and `slot()` clones it under this lock, so a slot
+        // counted once here is in no one's hands.
+        self.slots.lock().expect("pool lock").retain(|_, s| {
+            Arc::strong_count(s) > 1 || !s.idle.lock().expect("slot lock").is_empty()
+        });
+    }
+
+    /// Number of targets the pool tracks (with idle connections or running tasks).
+    pub fn target_count(&self) -> usize {
+        self.slots.lock().expect("pool lock").len()
     }
 
     /// Number of idle connections held for `target`.
@@ -425,7 +438,19 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         deadline,
         timeout: job.timeout,
     };
-    let handle = tokio::task::spawn_blocking(move || work.run(idle, wake_r));
+    // The thread owns the connection, so it also holds the permit: a task dropped mid-run
+    // keeps its slot until its remote kill is done and its connection is back in the pool
+    // or closed, and the pool never holds more connections than it has permits.
+    let handle = tokio::task::spawn_blocking(move || {
+        let (attempt, conn) = work.run(idle, wake_r);
+        if let Some(mut c) = conn {
+            c.last_used = Instant::now();
+            c.reused = true;
+            slot.idle.lock().expect("slot lock").push(c);
+        }
+        drop(permit);
+        attempt
+    });
     tokio::pin!(handle);
     let joined = tokio::select! {
         r = &mut handle => r,
@@ -434,22 +459,20 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             handle.await
         }
     };
-    let (attempt, conn) = match joined {
-        Ok(r) => r,
-        Err(e) => {
-            return Attempt::failed(ExecError::Io {
-                what: "the SSH worker thread failed",
-                source: std::io::Error::other(e.to_string()),
-            })
-        }
-    };
-    if let Some(mut c) = conn {
-        c.last_used = Instant::now();
-        c.reused = true;
-        slot.idle.lock().expect("slot lock").push(c);
-    }
-    drop(permit);
-    attempt
+    joined.unwrap_or_else(|e| {
+        Attempt::failed(ExecError::Io {
+            what: "the SSH worker thread failed",
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+/// Whether the wake pipe has been written: the attempt was cancelled or abandoned.
+fn woken(wake: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// What the blocking thread owns for one attempt.
@@ -478,13 +501,14 @@ impl Work {
                     self.deadline,
                 ) {
                     Ok(c) => c,
-                    Err(e) => return (Attempt::failed(self.connect_failure(e)), None),
+                    Err(e) => return (Attempt::failed(self.connect_failure(e, &wake)), None),
                 },
             };
             let spec = conn::RunSpec {
                 input: &self.input,
                 limits: &self.limits,
                 deadline: self.deadline,
+                setup_timeout: self.config.connect_timeout,
             };
             let log = LogCapture::new(self.masker.clone(), self.limits.stderr_cap);
             let run = conn::run(&c, &spec, log, &wake);
@@ -505,7 +529,12 @@ impl Work {
         }
     }
 
-    fn connect_failure(&self, e: SshError) -> ExecError {
+    fn connect_failure(&self, e: SshError, wake: &OwnedFd) -> ExecError {
+        // A connect interrupted by the wake pipe was cancelled, whatever error the
+        // interrupted step reported.
+        if woken(wake) {
+            return ExecError::Cancelled;
+        }
         // A connect that ran out of the task's own time is the task's timeout.
         if Instant::now() >= self.deadline {
             if let SshError::Connect { .. } = e {
