@@ -340,7 +340,8 @@ fn interpret(
         mut stderr,
     } = attempt;
     // Any secret the script set is masked from its logs, whether or not it succeeded.
-    if let Ok(Some(Report::Done { secret, .. })) = &report {
+    let has_logs = !stdout.as_bytes().is_empty() || !stderr.as_bytes().is_empty();
+    if let (Ok(Some(Report::Done { secret, .. })), true) = (&report, has_logs) {
         let masker = job.masker.extended([secret.expose_secret()]);
         stdout.remask(&masker);
         stderr.remask(&masker);

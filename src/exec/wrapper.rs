@@ -13,8 +13,9 @@
 //!   early `exit 0` still yields the value, unlike Harness's appended collector line;
 //! - shadows `trap` so a script's own EXIT trap is chained after ours rather than replacing it.
 //!
-//! After reporting, the trap sends SIGTERM to the script's process group, so background
-//! jobs the script left behind do not outlive it. The executor also kills the group.
+//! Background jobs the script left behind do not outlive it: locally the executor kills the
+//! process group as soon as bash exits; over SSH the trap sends the group SIGTERM after
+//! reporting.
 //!
 //! Locally fd 3 is a dedicated pipe. Over SSH there are only two streams, so the remote
 //! bootstrap points fd 3 at the channel's stdout and the script's stdout at its stderr.
@@ -131,47 +132,42 @@ fn secs(d: Duration) -> String {
 
 /// The fixed part of the prologue. `__csm_dir` (and, over SSH, `__csm_wd`) are set before it.
 const PROLOGUE: &str = r#"unset secret
-__csm_pid=$BASHPID
-__csm_ut=
-__csm_rcf() { return "$1"; }
+__csm_pid=$BASHPID __csm_ut=
+__csm_rcf() { return $1; }
 __csm_len() { local LC_ALL=C; __csm_n=${#secret}; }
 trap() {
   # Only the main shell's EXIT trap is ours; subshells keep plain `trap`.
-  if [ "$BASHPID" != "$__csm_pid" ]; then builtin trap "$@"; return; fi
-  [ "$1" = "--" ] && shift
-  case "$1" in -p|-l|'') builtin trap "$@"; return ;; esac
-  if [ "$#" -lt 2 ]; then builtin trap "$@"; return; fi
-  local __h=$1 __s __rest=()
+  [[ $BASHPID == "$__csm_pid" ]] || { builtin trap "$@"; return; }
+  [[ $1 == -- ]] && shift
+  [[ $# -lt 2 || $1 == -[pl] ]] && { builtin trap "$@"; return; }
+  local h=$1 s r=()
   shift
-  for __s in "$@"; do
-    case "$__s" in
-      EXIT|exit|SIGEXIT|0) if [ "$__h" = - ]; then __csm_ut=; else __csm_ut=$__h; fi ;;
-      *) __rest+=("$__s") ;;
-    esac
+  for s; do
+    case $s in EXIT|exit|SIGEXIT|0) [[ $h == - ]] && __csm_ut= || __csm_ut=$h ;; *) r+=("$s") ;; esac
   done
-  if [ "${#__rest[@]}" -gt 0 ]; then builtin trap -- "$__h" "${__rest[@]}"; fi
+  [[ ${#r[@]} -eq 0 ]] || builtin trap -- "$h" "${r[@]}"
 }
 __csm_emit() {
-  local __rc=$?
+  local __csm_rc=$?
   builtin trap - EXIT
-  if [ -z "${secret+x}" ]; then
-    printf 'csm:unset %d\n' "$__rc" >&3
-  else
+  if [[ ${secret+x} ]]; then
     __csm_len
-    printf 'csm:done %d %d\n%s' "$__rc" "$__csm_n" "$secret" >&3
-  fi
+    printf 'csm:done %d %d\n%s' $__csm_rc $__csm_n "$secret"
+  else
+    printf 'csm:unset %d\n' $__csm_rc
+  fi >&3
   exec 3>&-
-  if [ -n "$__csm_ut" ]; then __csm_rcf "$__rc"; eval "$__csm_ut"; fi
-  if [ -n "${__csm_wd-}" ]; then kill -KILL "$__csm_wd" 2>/dev/null; fi
-  builtin trap '' TERM
-  kill -TERM 0 2>/dev/null
-  return "$__rc"
+  [[ $__csm_ut ]] && { __csm_rcf $__csm_rc; eval "$__csm_ut"; }
+  # Over SSH, stop the watchdog and end what the script left running; locally the
+  # executor kills the group itself the moment bash exits.
+  if [[ ${__csm_wd-} ]]; then
+    kill -KILL $__csm_wd 2>/dev/null
+    builtin trap '' TERM
+    kill -TERM 0 2>/dev/null
+  fi
+  return $__csm_rc
 }
-if ! cd -- "$__csm_dir" 2>/dev/null; then
-  printf 'csm:cd\n' >&3
-  if [ -n "${__csm_wd-}" ]; then kill -KILL "$__csm_wd" 2>/dev/null; fi
-  exit 1
-fi
+cd -- "$__csm_dir" 2>/dev/null || { printf 'csm:cd\n' >&3; [[ ${__csm_wd-} ]] && kill -KILL $__csm_wd 2>/dev/null; exit 1; }
 builtin trap __csm_emit EXIT
 "#;
 
