@@ -506,6 +506,38 @@ async fn unknown_host_key_is_refused_with_its_fingerprint() {
 }
 
 #[tokio::test]
+async fn a_key_trusted_for_the_bare_host_is_not_trusted_on_another_port() {
+    // OpenSSH's rule: `127.0.0.1 KEY` covers port 22 only. libssh2 alone would accept it
+    // for any port.
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let line = sshd.known_hosts_line();
+    let (_, key) = line.split_once(' ').unwrap();
+    let bare = write(
+        dir.path(),
+        "known_hosts",
+        format!("{} {key}\n", sshd.host()).as_bytes(),
+    );
+    let policy = HostKeyPolicy::Strict {
+        known_hosts: vec![bare],
+        pinned: vec![],
+    };
+    let auth = inline_key(sshd.client_key(KeyKind::Ed25519));
+    let o = run_once(
+        &SshExecutor::new(pool(), target(&sshd, auth, policy)),
+        &job("secret=x"),
+    )
+    .await;
+    assert_eq!(kind_of(&o), ErrorKind::HostKey);
+    assert!(
+        matches!(err_of(&o), ExecError::Ssh(SshError::HostKeyUnknown { .. })),
+        "{}",
+        err_of(&o)
+    );
+    assert_eq!(accepted_logins(&sshd), 0);
+}
+
+#[tokio::test]
 async fn changed_host_key_is_refused_naming_both_fingerprints() {
     let sshd = Sshd::start();
     let other = fingerprints_in(sshd.other_host_key_known_hosts());

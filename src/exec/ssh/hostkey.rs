@@ -246,7 +246,24 @@ pub fn verify(
     let mut known: Vec<String> = p.entries.iter().map(|e| fingerprint(&e.blob)).collect();
     known.extend(p.fingerprints.iter().cloned());
     known.dedup();
+    // libssh2 falls back from `[host]:port` to a bare `host` entry; OpenSSH does not, and a
+    // key trusted for port 22 says nothing about the server on another port. Hashed entries
+    // can't be attributed without their HMAC, so with any present libssh2's answer stands.
+    let bare_host_only = port != 22 && !p.hashed && !p.entries.iter().any(|e| e.blob == key);
     match kh.check_port(host, port, key) {
+        CheckResult::Match | CheckResult::Mismatch if bare_host_only && known.is_empty() => {
+            Err(SshError::HostKeyUnknown {
+                host: host.to_string(),
+                port,
+                offered,
+            })
+        }
+        CheckResult::Match if bare_host_only => Err(SshError::HostKeyChanged {
+            host: host.to_string(),
+            port,
+            offered,
+            known,
+        }),
         CheckResult::Match => Ok(()),
         CheckResult::Mismatch => {
             if known.is_empty() {
