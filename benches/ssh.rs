@@ -33,7 +33,7 @@ use csm_agent::exec::{self, wrapper, Job, RetryPolicy};
 use csm_agent::secret::Variables;
 use csm_agent::template::Template;
 use secrecy::{ExposeSecret, SecretString};
-use support::sshd::{KeyKind, Sshd};
+use support::sshd::{KeyKind, Sshd, SshdOptions};
 use tokio_util::sync::CancellationToken;
 
 /// The task, as a template and as the remote command `ssh` runs.
@@ -244,7 +244,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let sshd = Sshd::start();
+    // MaxSessions above the concurrency, so that the ControlMaster floor serves all 50 calls
+    // over its one connection instead of falling back to fresh connections.
+    let sshd = Sshd::start_with(SshdOptions {
+        max_sessions: 64,
+        ..SshdOptions::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("cm");
     let t = target(&sshd);
