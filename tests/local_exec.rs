@@ -309,7 +309,7 @@ async fn values_never_reach_argv_or_environment() {
                     "value found in /proc/{p}/{f}"
                 );
                 assert!(
-                    !data.windows(10).any(|w| w == b"cat go > /"),
+                    !data.windows(18).any(|w| w == b"script-text-marker"),
                     "script text found in /proc/{p}/{f}"
                 );
             }
