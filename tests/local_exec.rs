@@ -292,6 +292,8 @@ async fn values_never_reach_argv_or_environment() {
         let pid: i32 = pid.trim().parse().unwrap();
         let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
         let mut checked = 0;
+        // Positive controls: the scan really reads argv and environments.
+        let (mut saw_boot, mut saw_path) = (false, false);
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
@@ -304,6 +306,8 @@ async fn values_never_reach_argv_or_environment() {
             }
             for f in ["cmdline", "environ"] {
                 let data = std::fs::read(entry.path().join(f)).unwrap_or_default();
+                saw_boot |= f == "cmdline" && data.windows(7).any(|w| w == b"--norc\0");
+                saw_path |= f == "environ" && data.windows(5).any(|w| w == b"PATH=");
                 assert!(
                     !data.windows(value.len()).any(|w| w == value),
                     "value found in /proc/{p}/{f}"
@@ -315,6 +319,10 @@ async fn values_never_reach_argv_or_environment() {
             }
             checked += 1;
         }
+        assert!(
+            saw_boot && saw_path,
+            "the scan did not see the parked tree's argv/environment"
+        );
         std::fs::OpenOptions::new()
             .write(true)
             .open(&go2)
