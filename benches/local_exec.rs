@@ -18,6 +18,9 @@ use csm_agent::template::Template;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{ms, pct};
+
 const SCRIPT: &str = "secret=abc\nprintf %s \"$secret\"\n";
 
 fn floor(dir: &std::path::Path) -> Duration {
@@ -50,15 +53,6 @@ async fn ours(
     let o = exec::run(exec, &job, policy, &CancellationToken::new()).await;
     assert_eq!(o.result.unwrap().expose_secret(), b"abc");
     t.elapsed()
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() {

@@ -36,6 +36,9 @@ use secrecy::{ExposeSecret, SecretString};
 use support::sshd::{KeyKind, Sshd, SshdOptions};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{ms, pct};
+
 /// The task, as a template and as the remote command `ssh` runs.
 const SCRIPT: &str = "secret=abc";
 const SSH_COMMAND: &str = "secret=abc; printf %s \"$secret\"";
@@ -178,15 +181,6 @@ fn raw_exec(s: &ssh2::Session, cmd: &str, input: &[u8]) -> Duration {
     ch.wait_close().unwrap();
     assert!(out.ends_with(b"abc"), "{}", String::from_utf8_lossy(&out));
     t.elapsed()
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn line(name: &str, v: &mut [Duration]) -> Duration {
