@@ -69,10 +69,6 @@ fn wait(
     wake: Option<BorrowedFd<'_>>,
     deadline: Instant,
 ) -> Result<(), Interrupt> {
-    let now = Instant::now();
-    if now >= deadline {
-        return Err(Interrupt::Deadline);
-    }
     let flags = match sess.block_directions() {
         BlockDirections::Outbound => PollFlags::POLLOUT,
         BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
@@ -81,6 +77,21 @@ fn wait(
     };
     if flags.contains(PollFlags::POLLIN) {
         quickack(fd);
+    }
+    poll_ready(fd, flags, wake, deadline)
+}
+
+/// Wait until `fd` is ready for `flags`, the wake pipe is written (which wins), or
+/// `deadline` passes. A signal interrupting the wait counts as ready: callers retry.
+fn poll_ready(
+    fd: BorrowedFd<'_>,
+    flags: PollFlags,
+    wake: Option<BorrowedFd<'_>>,
+    deadline: Instant,
+) -> Result<(), Interrupt> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(Interrupt::Deadline);
     }
     let mut fds = vec![PollFd::new(fd, flags)];
     if let Some(w) = wake {
@@ -290,29 +301,11 @@ fn tcp_connect(
         })
         .map_err(|e| connect_error(t, format!("starting the connect thread: {e}")))?;
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(timed_out());
-        }
-        let mut fds = vec![PollFd::new(done_r.as_fd(), PollFlags::POLLIN)];
-        if let Some(w) = wake {
-            fds.push(PollFd::new(w, PollFlags::POLLIN));
-        }
-        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-        match nix::poll::poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(connect_error(t, e.to_string())),
-        }
-        if fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .is_some_and(|r| !r.is_empty())
-        {
-            return Err(connect_error(t, "cancelled"));
+        match poll_ready(done_r.as_fd(), PollFlags::POLLIN, wake, deadline) {
+            Ok(()) => {}
+            Err(Interrupt::Deadline) => return Err(timed_out()),
+            Err(Interrupt::Woken) => return Err(connect_error(t, "cancelled")),
+            Err(Interrupt::Failed(m)) => return Err(connect_error(t, m)),
         }
         match rx.try_recv() {
             Ok(r) => break r.map_err(|reason| connect_error(t, reason)),
