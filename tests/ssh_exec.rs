@@ -1070,6 +1070,31 @@ async fn a_silent_server_hits_the_handshake_bound() {
     drop(silent);
 }
 
+#[tokio::test]
+async fn a_connect_cut_short_by_the_task_deadline_is_ssh_connect_not_a_script_timeout() {
+    let sshd = Sshd::start();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut t = key_target(&sshd);
+    t.port = port;
+    // The task's own deadline (400 ms) ends first; no script ever started.
+    let j = job_with(
+        "secret=x",
+        Variables::new(),
+        "/tmp",
+        Duration::from_millis(400),
+    );
+    let o = run_once(&SshExecutor::new(pool(), t), &j).await;
+    assert_eq!(kind_of(&o), ErrorKind::SshConnect);
+    let msg = err_of(&o).to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("timed out"),
+        "{msg}"
+    );
+    assert!(!msg.contains("script"), "{msg}");
+    drop(silent);
+}
+
 // ---------------------------------------------------------------------------------------
 // `csm-agent test-run` over SSH, the real binary
 // ---------------------------------------------------------------------------------------

@@ -535,14 +535,8 @@ impl Work {
         if woken(wake) {
             return ExecError::Cancelled;
         }
-        // A connect that ran out of the task's own time is the task's timeout.
-        if Instant::now() >= self.deadline {
-            if let SshError::Connect { .. } = e {
-                return ExecError::Timeout {
-                    after: self.timeout,
-                };
-            }
-        }
+        // A connect that ran out of time, the task's or its own bound, is `ssh_connect`:
+        // no script ran, so it is not the script's timeout.
         ExecError::Ssh(e)
     }
 
