@@ -62,6 +62,9 @@ impl Conn {
     }
 }
 
+/// How long to wait when libssh2 says "would block" without saying on what.
+const UNDIRECTED_WAIT: Duration = Duration::from_millis(2);
+
 /// Wait for `fd` (in libssh2's blocked directions) or the wake pipe, until `deadline`.
 fn wait(
     sess: &Session,
@@ -70,10 +73,20 @@ fn wait(
     deadline: Instant,
 ) -> Result<(), Interrupt> {
     let flags = match sess.block_directions() {
+        BlockDirections::Inbound => PollFlags::POLLIN,
         BlockDirections::Outbound => PollFlags::POLLOUT,
         BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
-        // Inbound, or libssh2 did not say: data from the peer is what unblocks it.
-        _ => PollFlags::POLLIN,
+        BlockDirections::None => {
+            // libssh2 can report EAGAIN with no direction set, e.g. when what it needs is
+            // already in its own buffer: waiting for the socket could then last until the
+            // deadline (a 30 s stall after authentication was seen). Its own blocking mode
+            // caps this wait at 1 s; a short cap, then a retry of the call, keeps latency.
+            let cap = (Instant::now() + UNDIRECTED_WAIT).min(deadline);
+            return match poll_ready(fd, PollFlags::POLLIN, wake, cap) {
+                Err(Interrupt::Deadline) if Instant::now() < deadline => Ok(()),
+                r => r,
+            };
+        }
     };
     if flags.contains(PollFlags::POLLIN) {
         quickack(fd);
@@ -572,6 +585,7 @@ fn drive(
     let mut kill_at: Option<Instant> = None;
     let mut give_up_at: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
+    let mut retries = 0;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
@@ -648,6 +662,11 @@ fn drive(
             break;
         }
         if progress {
+            retries = 0;
+            continue;
+        }
+        if queued(ch) && retries < QUEUED_RETRIES {
+            retries += 1;
             continue;
         }
         let next = [
@@ -705,6 +724,7 @@ fn await_pgid(
     buf: &mut [u8],
     limit: Instant,
 ) -> Option<i32> {
+    let mut retries = 0;
     loop {
         if let Some(p) = out.frames.pgid() {
             return Some(p);
@@ -728,7 +748,8 @@ fn await_pgid(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return None,
         }
-        if progress {
+        if progress || (queued(ch) && retries < QUEUED_RETRIES) {
+            retries = if progress { 0 } else { retries + 1 };
             continue;
         }
         if ch.eof() || wait(sess, fd, None, limit).is_err() {
@@ -736,6 +757,19 @@ fn await_pgid(
         }
     }
 }
+
+/// Whether libssh2 holds data for `ch` that it already read off the socket.
+///
+/// A read of one stream drains the socket into libssh2's queue, packets for the other
+/// stream (and EOF) included. Waiting on the socket then would sleep on data that has
+/// already arrived: seen as a finished task stalling until its deadline.
+fn queued(ch: &Channel) -> bool {
+    ch.read_window().available > 0
+}
+
+/// Retries allowed for queued data that no read drains, before waiting anyway: a
+/// guard against spinning on data for a stream we do not read.
+const QUEUED_RETRIES: u32 = 3;
 
 fn fail(out: &mut ChannelRun, reason: String) {
     out.healthy = false;
