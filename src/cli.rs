@@ -492,7 +492,7 @@ fn report(
     let secret = match &outcome.result {
         Ok(s) => s,
         Err(e) => {
-            let f = masked(masker, Failure::from_exec(e));
+            let f = masked(masker, Failure::from(e));
             return report_failure(args, Some(&outcome), &f, out, err);
         }
     };
@@ -545,15 +545,6 @@ fn report(
 fn add_logs(obj: &mut serde_json::Value, outcome: &Outcome) {
     obj["stdout"] = String::from_utf8_lossy(outcome.stdout.as_bytes()).into();
     obj["stderr"] = String::from_utf8_lossy(outcome.stderr.as_bytes()).into();
-}
-
-impl Failure {
-    fn from_exec(e: &exec::ExecError) -> Failure {
-        Failure {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
 }
 
 fn report_failure(

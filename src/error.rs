@@ -105,6 +105,12 @@ pub trait Kind {
     fn kind(&self) -> ErrorKind;
 }
 
+impl<T: Kind + ?Sized> Kind for &T {
+    fn kind(&self) -> ErrorKind {
+        (**self).kind()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

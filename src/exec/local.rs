@@ -242,14 +242,14 @@ fn spawn_bash(env: &[CString]) -> std::io::Result<(Child, Pipes)> {
     }
     attr.set_sigdefault(&defaults)?;
     let args = [
-        wrapper::LOCAL_BASH_C,
+        wrapper::LOCAL_BASH,
         c"--noprofile",
         c"--norc",
         c"-c",
-        wrapper::LOCAL_BOOTSTRAP_C,
+        wrapper::LOCAL_BOOTSTRAP,
         wrapper::SCRIPT_NAME_C,
     ];
-    let pid = posix_spawn(wrapper::LOCAL_BASH_C, &actions, &attr, &args, env)?;
+    let pid = posix_spawn(wrapper::LOCAL_BASH, &actions, &attr, &args, env)?;
     let child = Child {
         pid,
         reaped: false,

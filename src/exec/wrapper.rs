@@ -40,15 +40,10 @@ use zeroize::Zeroizing;
 use crate::secret::{secret_bytes, SecretBytes};
 
 /// The bash binary used locally. Remote hosts use `bash` from their PATH.
-pub const LOCAL_BASH: &str = "/bin/bash";
-
-/// [`LOCAL_BASH`] for `posix_spawn`.
-pub const LOCAL_BASH_C: &CStr = c"/bin/bash";
+pub const LOCAL_BASH: &CStr = c"/bin/bash";
 
 /// The fixed bootstrap given to `bash -c` locally. It contains no value.
-pub const LOCAL_BOOTSTRAP: &str = "exec 4<&0 </dev/null; . /dev/fd/4";
-/// [`LOCAL_BOOTSTRAP`] for `posix_spawn`.
-pub const LOCAL_BOOTSTRAP_C: &CStr = c"exec 4<&0 </dev/null; . /dev/fd/4";
+pub const LOCAL_BOOTSTRAP: &CStr = c"exec 4<&0 </dev/null; . /dev/fd/4";
 
 /// `$0` for the script, so its error messages read `csm-agent: line 3: …`.
 pub const SCRIPT_NAME: &str = "csm-agent";
@@ -395,7 +390,7 @@ mod tests {
         shell_quote(v, &mut q);
         let mut script = b"printf %s ".to_vec();
         script.extend_from_slice(&q);
-        let out = std::process::Command::new(LOCAL_BASH)
+        let out = std::process::Command::new(LOCAL_BASH.to_str().unwrap())
             .arg("-c")
             .arg(std::ffi::OsStr::new(std::str::from_utf8(&script).unwrap()))
             .output()

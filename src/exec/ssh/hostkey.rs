@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
+use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
 
 use super::SshError;
 
@@ -215,13 +215,7 @@ pub fn verify(
         port,
         reason: "the server presented no host key".into(),
     })?;
-    let offered = match sess.host_key_hash(HashType::Sha256) {
-        Some(h) => format!(
-            "SHA256:{}",
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)
-        ),
-        None => fingerprint(key),
-    };
+    let offered = fingerprint(key);
     let Some(p) = prepared else {
         if matches!(policy, HostKeyPolicy::InsecureAcceptAny) {
             tracing::warn!(host, port, fingerprint = %offered, "host key NOT verified: insecure-accept-any-host-key is set");

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::wrapper::{self, Mode};
-use super::{Attempt, BoxFuture, ExecError, Executor, Exit, Job};
+use super::{Attempt, BoxFuture, ExecError, Executor, Job};
 use crate::error::{ErrorKind, Kind};
 use crate::mask::{CapturedLog, LogCapture};
 pub use hostkey::HostKeyPolicy;
@@ -557,11 +557,7 @@ impl Work {
         };
         Attempt {
             report,
-            exit: if run.exit == Exit::Unknown {
-                Exit::Unknown
-            } else {
-                run.exit
-            },
+            exit: run.exit,
             stdout: CapturedLog::default(),
             stderr: run.log.finish(),
         }
