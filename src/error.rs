@@ -37,6 +37,15 @@ pub enum ErrorKind {
     Unsupported,
     /// A local failure of the agent itself (spawn failed, pipe broke, ...).
     Internal,
+    /// The script set `$secret` to more bytes than the configured limit.
+    SecretTooLarge,
+    /// The remote account's login shell did not run the wrapper (a `nologin` shell, or a
+    /// shell that is not bash-compatible).
+    RemoteShell,
+    /// The agent refused the task under its local policy.
+    Policy,
+    /// No connected agent matches the task's selectors, or none came back in time.
+    NoAgent,
 }
 
 impl ErrorKind {
@@ -56,25 +65,35 @@ impl ErrorKind {
             ErrorKind::HostKey => "host_key",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Internal => "internal",
+            ErrorKind::SecretTooLarge => "secret_too_large",
+            ErrorKind::RemoteShell => "remote_shell",
+            ErrorKind::Policy => "policy",
+            ErrorKind::NoAgent => "no_agent",
         }
     }
 
     /// The process exit code `csm-agent test-run` uses for this kind.
     ///
     /// 1: the script ran and failed; 2: the request was unusable; 3: timeout;
-    /// 4: SSH could not be established.
+    /// 4: SSH could not be established, or the remote shell would not run the wrapper;
+    /// 5: cancelled; 6: no agent could take the task; 70: the agent itself failed.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorKind::ScriptFailed | ErrorKind::EmptySecret => 1,
+            ErrorKind::ScriptFailed | ErrorKind::EmptySecret | ErrorKind::SecretTooLarge => 1,
             ErrorKind::InvalidInput
             | ErrorKind::MissingVariable
             | ErrorKind::RenderError
             | ErrorKind::CommandPath
-            | ErrorKind::Unsupported => 2,
+            | ErrorKind::Unsupported
+            | ErrorKind::Policy => 2,
             ErrorKind::Timeout => 3,
-            ErrorKind::SshConnect | ErrorKind::SshAuth | ErrorKind::HostKey => 4,
+            ErrorKind::SshConnect
+            | ErrorKind::SshAuth
+            | ErrorKind::HostKey
+            | ErrorKind::RemoteShell => 4,
             ErrorKind::Cancelled => 5,
             ErrorKind::Internal => 70,
+            ErrorKind::NoAgent => 6,
         }
     }
 
@@ -131,6 +150,10 @@ mod tests {
             ErrorKind::HostKey,
             ErrorKind::Unsupported,
             ErrorKind::Internal,
+            ErrorKind::SecretTooLarge,
+            ErrorKind::RemoteShell,
+            ErrorKind::Policy,
+            ErrorKind::NoAgent,
         ] {
             let json = serde_json::to_string(&k).unwrap();
             assert_eq!(json, format!("\"{}\"", k.as_str()));
