@@ -367,7 +367,10 @@ async fn key_files_plain_and_encrypted_authenticate() {
 async fn password_authenticates() {
     let sshd = Sshd::start();
     if !sshd.supports_password() {
-        eprintln!("SKIPPED password_authenticates: password logins need the tests to run as root");
+        support::skip::skip(
+            "password_authenticates",
+            "password logins need the tests to run as root",
+        );
         return;
     }
     let auth = SshAuth::Password(SecretString::from(sshd.password().to_string()));
@@ -412,7 +415,10 @@ async fn wrong_key_is_ssh_auth_naming_the_method_and_never_the_key() {
 async fn wrong_password_is_ssh_auth_and_never_shows_the_password() {
     let sshd = Sshd::start();
     if !sshd.supports_password() {
-        eprintln!("SKIPPED wrong_password: password logins need the tests to run as root");
+        support::skip::skip(
+            "wrong_password",
+            "password logins need the tests to run as root",
+        );
         return;
     }
     let pw = "not-the-password-9f2e71";
@@ -1633,7 +1639,7 @@ fn a_silent_name_server_is_bounded_by_the_connect_timeout() {
         .stderr(Stdio::null())
         .status();
     if !matches!(probe, Ok(s) if s.success()) {
-        eprintln!("SKIPPED a_silent_name_server: needs `unshare --mount` (root)");
+        support::skip::skip("a_silent_name_server", "needs `unshare --mount` (root)");
         return;
     }
     let sshd = Sshd::start();

@@ -191,7 +191,10 @@ fn unauthorized_key_is_refused() {
 fn password_login() {
     let sshd = Sshd::start();
     if !sshd.supports_password() {
-        eprintln!("skipped: password logins need the tests to run as root");
+        support::skip::skip(
+            "password_login",
+            "password logins need the tests to run as root",
+        );
         return;
     }
     let out = sshd

@@ -1,9 +1,11 @@
 //! Shared support code for the integration tests (`mod support;` in each test file).
 //!
 //! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
+//! - [`skip`]: loud skips that fail under CI.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
 #![allow(dead_code)]
 
+pub mod skip;
 pub mod sshd;
