@@ -90,7 +90,7 @@ struct UpdateDocument {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// Not JSON, or JSON of the wrong shape.
-    #[error("invalid input JSON at line {line} column {column} ({category})")]
+    #[error("invalid JSON at line {line} column {column} ({category})")]
     Json {
         /// 1-based line.
         line: usize,

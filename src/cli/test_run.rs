@@ -132,6 +132,12 @@ fn parse_assignment<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), 
     }
 }
 
+/// A document's error, naming the file it is in.
+fn in_file(what: &str, path: &Path, e: input::InputError) -> Failure {
+    let f = Failure::from(e);
+    Failure::new(f.kind, format!("{what} {}: {}", path.display(), f.message))
+}
+
 /// The numeric flags, checked against [`bounds`] before any file is read.
 struct Numbers {
     timeout: Option<Duration>,
@@ -171,7 +177,7 @@ fn spec(args: &TestRunArgs, numbers: Numbers) -> Result<TaskSpec, Failure> {
     let input = match &args.input {
         Some(p) => {
             let t = files::read_text(p, "input", bounds::MAX_DOCUMENT_BYTES)?;
-            input::parse_query_variables(&t)?
+            input::parse_query_variables(&t).map_err(|e| in_file("input", p, e))?
         }
         None => CustomSecretManagerInput::default(),
     };
@@ -240,7 +246,7 @@ fn ssh_target(
     let connector = match &a.connector {
         Some(p) => {
             let text = files::read_text(p, "connector", bounds::MAX_DOCUMENT_BYTES)?;
-            Some(input::parse_connector(&text)?)
+            Some(input::parse_connector(&text).map_err(|e| in_file("connector", p, e))?)
         }
         None => None,
     };
