@@ -214,6 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let update =
+            "\u{feff}{\"input\": {\"secretManagerId\": \"x\", \"secretManagerType\": \"CUSTOM\",
+            \"customSecretManagerInput\": {\"host\": \"h\"}}}";
+        assert_eq!(
+            parse_query_variables(update).unwrap().host.as_deref(),
+            Some("h")
+        );
+        let connector = "\u{feff}{\"sshAuthentication\": {\"userName\": \"u\",
+            \"sshAuthenticationMethod\": {\"sshCredentialType\": \"PASSWORD\",
+            \"serverPassword\": {\"passwordSecretId\": \"pw\"}}}}";
+        let c = parse_connector(connector).unwrap();
+        assert_eq!(c.secret_ids(), ["pw"]);
+    }
+
+    #[test]
     fn errors_never_quote_the_input() {
         let bad = r#"{"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {"testVariables": [{"name": "k", "value": 12345678}]}}}"#;
         let e = parse_query_variables(bad).unwrap_err().to_string();

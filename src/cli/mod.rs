@@ -3,7 +3,7 @@
 //! Each subcommand lives in its own module and writes to given streams, returning the exit
 //! code ([`ErrorKind::exit_code`] for failures). A command line clap refuses is reported
 //! like any other failure: `invalid_input`, exit 2, and never an argument's value
-//! ([`arg_error`]).
+//! (`cli/arg_error.rs`).
 
 mod arg_error;
 mod files;
