@@ -450,6 +450,16 @@ mod tests {
         assert!(!e.message.contains("value-of-a"));
     }
 
+    /// The agent spawns tasks: a prepared task and its run future must cross threads.
+    #[allow(dead_code)]
+    fn run_is_send(p: &PreparedTask, e: &Executors, c: &CancellationToken) {
+        fn send<T: Send + Sync>(_: &T) {}
+        fn send_future<T: Send>(_: T) {}
+        send(p);
+        send(e);
+        send_future(run(p, e, c));
+    }
+
     #[test]
     fn failure_round_trips_as_json() {
         let f = Failure::invalid("--timeout must be a number of seconds from 0.001 to 86400");
