@@ -54,7 +54,7 @@ fn unusual_constructs_are_distrusted() {
         "echo $((echo x) | cat)",
         "coproc cat",
         "!(echo) x",
-        "echo \"${x:-'a'}\"",
+        "echo \"${x#'a'}\"",
     ] {
         let syn = parse(s.as_bytes());
         assert!(syn.unsure.is_some(), "{s}");

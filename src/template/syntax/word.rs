@@ -402,6 +402,13 @@ impl Parser<'_, '_> {
                     let f = self.dollar(scope, Quoting::Double, false, lit, &mut q);
                     found.add(f);
                 }
+                b'<' if self.placeholder_at(self.pos).is_some() => {
+                    let (p, e) = self.placeholder_at(self.pos).expect("checked");
+                    self.add_site(self.pos, e, p, Quoting::Double, scope, None);
+                    self.pos = e;
+                    found.site = true;
+                    *lit = None;
+                }
                 _ => {
                     push(lit, &[c]);
                     self.pos += 1;
