@@ -2,10 +2,12 @@
 //!
 //! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
 //! - [`skip`]: loud skips that fail under CI.
+//! - [`bashfuzz`]: the differential fuzzer of the template renderer against real bash.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
 #![allow(dead_code)]
 
+pub mod bashfuzz;
 pub mod skip;
 pub mod sshd;

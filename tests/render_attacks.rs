@@ -1,0 +1,276 @@
+//! The injection classes found when the renderer was attacked (issue 6, section 1), each
+//! checked against real bash: with a hostile value, rendering must refuse. A positive
+//! control shows that each template really is dangerous: with the value pasted as Harness
+//! pastes it (plain text substitution), bash runs the payload.
+//!
+//! Every rendering is also run, when it succeeds with a benign value, to show the refusal
+//! is about the value's placement, not a broken template.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use csm_agent::error::{ErrorKind, Kind};
+use csm_agent::secret::{secret_bytes, Variables};
+use csm_agent::template::Template;
+
+/// `@M@` is replaced by the case's marker path.
+struct Attack {
+    /// The template; `${v}` is the placeholder.
+    script: &'static str,
+    /// The hostile value.
+    value: &'static str,
+    /// Rendering may succeed (the value is then plain data); otherwise it must refuse.
+    may_render: bool,
+}
+
+/// Must be refused.
+const fn a(script: &'static str, value: &'static str) -> Attack {
+    Attack {
+        script,
+        value,
+        may_render: false,
+    }
+}
+
+/// Was injectable before; now either refused or rendered as plain data.
+const fn d(script: &'static str, value: &'static str) -> Attack {
+    Attack {
+        script,
+        value,
+        may_render: true,
+    }
+}
+
+const SUB: &str = "a[$(touch @M@)]";
+const CMD: &str = "$(touch @M@)";
+
+fn attacks() -> Vec<Attack> {
+    vec![
+        // Function definitions in every form: the body's first word is a command.
+        a("f(){ [[ ${v} -eq 1 ]]; }; f", SUB),
+        a("f () { [[ ${v} -eq 1 ]]; }; f", SUB),
+        a("function f () { [[ ${v} -eq 1 ]]; }; f", SUB),
+        a("function f { [[ ${v} -eq 1 ]]; }; f", SUB),
+        a("function f() [[ ${v} -eq 1 ]]\nf", SUB),
+        a("f() ( (( ${v} )) ); f", SUB),
+        a("f() if (( ${v} )); then :; fi\nf", SUB),
+        a("f()\n{\n  let x=${v}\n}\nf", SUB),
+        // Here-documents bash reads differently from a naive lexer.
+        d(
+            "cat <(echo)#'\ncat <<'EOF'\n${v}\nEOF\n'\n",
+            "'; touch @M@; : '",
+        ),
+        a(
+            "cat <<A; x=$(cat <<B\nb\nB\n)\n${v}\nA\n",
+            "x\nA\ntouch @M@",
+        ),
+        d(
+            "f() { x=$(case a in a) echo;; esac); }\ncat <<'EOF'\n${v}\nEOF\n",
+            "x\nEOF\ntouch @M@\ncat <<'EOF'",
+        ),
+        d("x=$(cat <<'EOF'\n${v}\nEOF\n)", "EOF)\ntouch @M@\n("),
+        // bash evaluating a variable's value as code.
+        a("declare -a x=${v}", "([0]=$(touch @M@))"),
+        a(
+            "local_f() { local -a x=\"${v}\"; }; local_f",
+            "([0]=$(touch @M@))",
+        ),
+        a("typeset -A m=${v}", "([k]=$(touch @M@))"),
+        a("declare -i n; for n in ${v}; do :; done", SUB),
+        a("declare -i n; read n <<< ${v}", SUB),
+        a("declare -i n; read -r n <<EOF\n${v}\nEOF\n", SUB),
+        a("declare -i n; printf -v n %s ${v}", SUB),
+        a("declare -i n; : ${n:=${v}}", SUB),
+        a("declare -ai n; mapfile n <<< ${v}", SUB),
+        a("declare -i n; echo ${v} | { read n; }", SUB),
+        a("declare -n r; r=${v}; echo \"$r\"", SUB),
+        a("declare -n r=${v}; echo \"$r\"", SUB),
+        a("declare '-i' n=${v}", SUB),
+        a("declare -\"i\" n=${v}", SUB),
+        a("declare \\-i n; n=${v}", SUB),
+        a("o=-i; declare $o n; n=${v}", SUB),
+        a("OPTIND=${v}", SUB),
+        a("RANDOM=${v}", SUB),
+        a("SRANDOM=${v}", SUB),
+        a("HISTCMD=${v}", SUB),
+        a("declare SECONDS=${v}", SUB),
+        a("compgen -W ${v}", CMD),
+        a("compgen -W \"a ${v}\" a", CMD),
+        // Values copied into variables and then evaluated.
+        a("x=${v}; echo $((x))", SUB),
+        a("x=${v}; y=$x; (( y ))", SUB),
+        a("x=$(echo ${v}); [[ $x -eq 1 ]]", SUB),
+        a("f() { (( $1 )); }; f ${v}", SUB),
+        a("set -- ${v}; echo $(( $1 ))", SUB),
+        a("x=${v}; echo ${!x}", SUB),
+        a("x=${v}; echo \"${x@P}\"", CMD),
+        a("x=${v}; eval \"echo $x\"", "; touch @M@"),
+        a("x=${v}; trap \"echo $x\" EXIT", "; touch @M@"),
+        // Builtins and programs that run their arguments or stdin as code.
+        a("eval \"echo ${v}\"", "; touch @M@"),
+        a("bash -c \"echo ${v}\"", "; touch @M@"),
+        a("sh -c 'echo $1' sh ${v}", "; touch @M@"),
+        a("echo ${v} | bash", "touch @M@"),
+        a("bash <<EOF\necho ${v}\nEOF\n", "; touch @M@"),
+        a("bash <<< ${v}", "'touch @M@'"),
+        a("trap ${v} EXIT", "'touch @M@'"),
+        a("source /dev/stdin <<< ${v}", "'touch @M@'"),
+        a("${v}", "touch @M@"),
+        a("x=1 ${v}", "touch @M@"),
+        a("command ${v}", "touch @M@"),
+        a("env ${v}", "touch @M@"),
+        a("xargs -I{} sh -c {} <<< ${v}", "'touch @M@'"),
+        a("ssh -o ${v} localhost true", "ProxyCommand=touch @M@"),
+        // Names: `-v` evaluates subscripts.
+        a("[[ -v ${v} ]]", SUB),
+        a("test -v ${v}", SUB),
+        a("[ ${v} ${v} ]", "-v"),
+        a("unset ${v}", SUB),
+        a("printf -v ${v} x", SUB),
+        a("read ${v} <<< x", SUB),
+        // Arithmetic and subscripts.
+        a("echo $(( ${v} ))", SUB),
+        a("(( ${v} ))", SUB),
+        a("x[${v}]=1", CMD),
+        a("echo ${x[${v}]}", CMD),
+        a("x=abc; echo ${x:${v}}", SUB),
+        a("let x=${v}", SUB),
+        a("for ((i=${v};;)); do break; done", SUB),
+        a("[[ 1 -eq ${v} ]]", SUB),
+        a("x=(1); x+=([${v}]=2)", CMD),
+        a("echo $[ ${v} ]", SUB),
+    ]
+}
+
+fn vars(v: &[u8]) -> Variables {
+    let mut vars = Variables::new();
+    vars.insert("v", secret_bytes(v.to_vec()));
+    vars
+}
+
+fn run_bash(dir: &Path, script: &[u8]) {
+    let path = dir.join("script.sh");
+    std::fs::write(&path, script).unwrap();
+    let mut child = Command::new("/bin/bash")
+        .args(["--noprofile", "--norc"])
+        .arg(&path)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The scripts here are short; a hang would be a bug worth seeing, so no timeout games.
+    child.wait().unwrap();
+}
+
+#[test]
+fn every_attack_is_refused_and_really_is_an_attack() {
+    let mut failures = Vec::new();
+    for (i, at) in attacks().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join(format!("PWNED{i}"));
+        let value = at.value.replace("@M@", marker.to_str().unwrap());
+        let t = Template::from_script(at.script);
+        match t.render(&vars(value.as_bytes()), &Variables::new()) {
+            Ok(r) => {
+                run_bash(dir.path(), r.expose_bytes());
+                if marker.exists() || !at.may_render {
+                    failures.push(format!(
+                        "rendered (marker created: {}): {:?} with {:?}",
+                        marker.exists(),
+                        at.script,
+                        at.value
+                    ));
+                }
+            }
+            Err(e) => {
+                if !matches!(e.kind(), ErrorKind::RenderError) {
+                    failures.push(format!("{:?}: wrong kind {}: {e}", at.script, e.kind()));
+                }
+                let msg = e.to_string();
+                if !msg.contains("`v`") {
+                    failures.push(format!("{:?}: message does not name `v`: {msg}", at.script));
+                }
+                if msg.contains("touch") {
+                    failures.push(format!("{:?}: message shows the value: {msg}", at.script));
+                }
+            }
+        }
+        // Positive control: Harness's text substitution makes bash run the payload (for the
+        // attacks that need a second value or a name, the control is the refusal alone).
+        let pasted = at.script.replace("${v}", &value);
+        let needs_positive = !at.script.starts_with("ssh") && at.value != "-v";
+        if needs_positive {
+            let control = dir.path().join("control");
+            std::fs::create_dir(&control).unwrap();
+            let pasted = pasted.replace(
+                marker.to_str().unwrap(),
+                control.join("P").to_str().unwrap(),
+            );
+            run_bash(&control, pasted.as_bytes());
+            if !control.join("P").exists() {
+                failures.push(format!(
+                    "control: pasting the value into {:?} did not run the payload",
+                    at.script
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_same_places_take_benign_values_where_bash_allows_them() {
+    // Integers where bash evaluates arithmetic, names where it wants a name: these render,
+    // run, and give the right answer.
+    let cases: &[(&str, &str, &str)] = &[
+        ("f(){ [[ ${v} -eq 1 ]] && echo yes; }; f", "1", "yes\n"),
+        (
+            "declare -i n; for n in ${v}; do echo $n; done",
+            "41",
+            "41\n",
+        ),
+        ("declare -i n; read n <<< ${v}; echo $n", "7", "7\n"),
+        ("x=${v}; echo $((x + 1))", "2", "3\n"),
+        ("OPTIND=${v}; echo $OPTIND", "1", "1\n"),
+        ("t=1; [[ -v ${v} ]] && echo set", "t", "set\n"),
+        ("f() { echo $(( $1 * 2 )); }; f ${v}", "21", "42\n"),
+        ("cat <(echo)#'\necho ${v}\n'", "x", ""),
+    ];
+    for (script, value, want) in cases {
+        let t = Template::from_script(*script);
+        let r = t
+            .render(&vars(value.as_bytes()), &Variables::new())
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sh");
+        std::fs::write(&path, r.expose_bytes()).unwrap();
+        let out = Command::new("/bin/bash")
+            .args(["--noprofile", "--norc"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), *want, "{script}");
+    }
+}
+
+#[test]
+fn unsure_scripts_refuse_naming_the_variable_and_both_lines() {
+    let t = Template::from_script("echo ok\necho ${v}\neval \"$cmd\"\n");
+    let e = t.render(&vars(b"x"), &Variables::new()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("`v`") && msg.contains("line 2") && msg.contains("line 3"),
+        "{msg}"
+    );
+    assert!(msg.contains("eval"), "{msg}");
+    // Without placeholders the same script renders (nothing of a value is involved).
+    assert!(Template::from_script("eval \"$cmd\"")
+        .render(&Variables::new(), &Variables::new())
+        .is_ok());
+}

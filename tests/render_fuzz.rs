@@ -1,0 +1,114 @@
+//! Differential fuzzing of the template renderer against real bash (issue 6, section 1).
+//!
+//! The promise: for every template and value, either rendering refuses, or bash sees
+//! exactly the value's bytes and no side effect happens. `tests/support/bashfuzz` generates
+//! templates from a bash grammar with placeholders at random positions, renders them with
+//! hostile and benign values, runs the result under `/bin/bash` and checks canaries,
+//! stray files, parse errors, dead code and exact observations. See `docs/fuzzing.md`.
+//!
+//! - `cargo test --test render_fuzz`: 10,000 cases (CI), plus the generator's self-check and
+//!   the oracle's positive control.
+//! - `cargo test --release --test render_fuzz -- --ignored`: 1,000,000 cases, with progress.
+
+mod support;
+
+use support::bashfuzz::{self, oracle::Mode, report, Settings};
+
+/// CI's seed: a fixed one, so a CI failure reproduces anywhere.
+const CI_SEED: u64 = 0xC5A6_F022;
+
+fn print_failures(settings: &Settings, s: &bashfuzz::Summary) {
+    // Minimised reports first: they are the readable ones.
+    let (min, raw): (Vec<_>, Vec<_>) = s.failures.iter().partition(|r| r.minimized.is_some());
+    for r in min.into_iter().chain(raw).take(settings.reports) {
+        eprintln!("{}", report(settings.seed, r));
+    }
+}
+
+/// The renderer keeps every value data: no canary, no stray file, no parse error, dead code
+/// stays dead and every observation is byte-exact (or rendering refuses).
+#[test]
+fn rendered_templates_keep_values_as_data_in_real_bash() {
+    let settings = Settings::from_env(10_000, CI_SEED, Mode::Renderer);
+    let s = bashfuzz::run(&settings);
+    eprintln!("{}", s.render());
+    print_failures(&settings, &s);
+    assert_eq!(
+        s.failed(),
+        0,
+        "the renderer broke its promise; see the reports above"
+    );
+    if settings.single.is_none() {
+        assert_eq!(s.run, settings.cases, "every case ran");
+        // A fuzzer whose every template is refused proves nothing.
+        assert!(
+            s.rendered * 10 >= s.run,
+            "only {} of {} cases rendered: the generator no longer reaches the renderer",
+            s.rendered,
+            s.run
+        );
+    }
+}
+
+/// Positive control for the generator's model of bash: with values for which pasting the
+/// text verbatim is exact (`[A-Za-z0-9_]+`), every template runs to its end, no observation
+/// is missing, dead code stays dead and every expected byte matches. A failure here is a
+/// bug in the generator, not in the renderer.
+#[test]
+fn generator_model_matches_bash() {
+    let mut settings = Settings::from_env(1_500, CI_SEED ^ 0x5E1F, Mode::NaivePaste);
+    settings.gen.paste_safe_values = true;
+    let s = bashfuzz::run(&settings);
+    eprintln!("{}", s.render());
+    print_failures(&settings, &s);
+    assert_eq!(
+        s.failed(),
+        0,
+        "the generator's expectations disagree with bash"
+    );
+    assert_eq!(s.rendered, s.run);
+    assert!(s.checked >= s.run, "observations were compared");
+}
+
+/// Positive control for the oracle: pasting hostile values verbatim (what a naive renderer
+/// would do) must be caught, by canaries and by exactness checks.
+#[test]
+fn oracle_catches_a_naive_renderer() {
+    let mut settings = Settings::from_env(600, CI_SEED ^ 0xBAD, Mode::NaivePaste);
+    settings.keep_going = true;
+    settings.minimize = 0;
+    settings.single = None;
+    let s = bashfuzz::run(&settings);
+    eprintln!("{}", s.render());
+    let canary = s.by_check.get("Canary").copied().unwrap_or(0);
+    let mismatch = s.by_check.get("Mismatch").copied().unwrap_or(0);
+    assert!(
+        canary * 5 >= s.run,
+        "the canary caught only {canary} of {} naive renders",
+        s.run
+    );
+    assert!(mismatch > 0, "exactness checks caught nothing");
+}
+
+/// The long run: a million cases, with progress and totals.
+#[test]
+#[ignore = "long run: cargo test --release --test render_fuzz -- --ignored"]
+fn long_run() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut settings = Settings::from_env(1_000_000, seed, Mode::Renderer);
+    settings.progress = true;
+    eprintln!(
+        "bash-fuzz long run: {} cases, seed {:#x}, {} threads",
+        settings.cases, settings.seed, settings.threads
+    );
+    let s = bashfuzz::run(&settings);
+    eprintln!("{}", s.render());
+    print_failures(&settings, &s);
+    assert_eq!(
+        s.failed(),
+        0,
+        "the renderer broke its promise; see the reports above"
+    );
+}
