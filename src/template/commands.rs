@@ -397,7 +397,15 @@ pub(crate) fn effects(
                 }
             }
             b"read" => facts.stdin = read(args, rest),
-            b"mapfile" | b"readarray" => facts.stdin = mapfile(args, rest),
+            b"mapfile" | b"readarray" => {
+                facts.stdin = mapfile(args, rest);
+                // The callback's own text runs as code: the variables it names are code.
+                for (w, e) in args.iter().zip(rest.iter()) {
+                    if let (Some(l), Verdict::Refuse(_)) = (&w.lit, &e.verdict) {
+                        facts.code_mentions.extend(mentions(l));
+                    }
+                }
+            }
             b"getopts" => getopts(args, rest),
             b"unset" => {
                 for e in rest.iter_mut() {
@@ -705,11 +713,18 @@ fn read(args: &[WordInfo], rest: &mut [Effect]) -> StdinUse {
 
 fn mapfile(args: &[WordInfo], rest: &mut [Effect]) -> StdinUse {
     let mut callback = false;
-    let end = options(args, b"dnOsuCc", |c, _, _| {
+    let mut callback_word = None;
+    let end = options(args, b"dnOsuCc", |c, _, k| {
         if c == b'C' {
             callback = true;
+            callback_word = Some(k);
         }
     });
+    if let Some(k) = callback_word {
+        if let Some(e) = rest.get_mut(k) {
+            e.verdict = Verdict::refuse("the callback of `mapfile -C`, which runs as code");
+        }
+    }
     let Some(end) = end else {
         for e in rest.iter_mut() {
             e.verdict =
