@@ -1,6 +1,7 @@
 //! Shared support code for the integration tests (`mod support;` in each test file).
 //!
 //! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
+//! - [`ssh`]: targets, jobs and /proc probes for the SSH executor tests against [`sshd`].
 //! - [`skip`]: loud skips that fail under CI.
 
 // Each integration test binary compiles this module on its own and uses only part of
@@ -8,4 +9,5 @@
 #![allow(dead_code)]
 
 pub mod skip;
+pub mod ssh;
 pub mod sshd;

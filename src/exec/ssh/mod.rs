@@ -11,24 +11,24 @@
 //! - **Timeouts.** Connect, handshake plus authentication, and the task each have a bound.
 //!   At the task deadline the remote process group gets SIGTERM, then SIGKILL, over a
 //!   second channel. A watchdog in the remote wrapper does the same if the agent is gone.
-//! - **Pooling.** Connections are kept per (host, port, user, credential, host-key policy),
+//! - **Pooling** ([`pool`]). Connections are kept per (host, port, user, credential, host-key policy),
 //!   several per target because libssh2 serialises a connection's channels. Idle ones expire
 //!   and get keepalives. A task whose pooled connection turns out dead before the script was
 //!   sent is moved to a fresh connection without failing.
 
 mod conn;
 pub mod hostkey;
+mod pool;
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use secrecy::SecretString;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::wrapper::{self, Mode};
@@ -36,6 +36,7 @@ use super::{Attempt, BoxFuture, ExecError, Executor, Job};
 use crate::error::{ErrorKind, Kind};
 use crate::mask::{CapturedLog, LogCapture};
 pub use hostkey::HostKeyPolicy;
+pub use pool::SshPool;
 
 /// The default SSH port.
 pub const DEFAULT_PORT: u16 = 22;
@@ -231,135 +232,6 @@ impl Kind for SshError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    host: String,
-    port: u16,
-    user: String,
-    credential: u64,
-    policy: usize,
-}
-
-impl PoolKey {
-    fn of(t: &SshTarget) -> Self {
-        PoolKey {
-            host: t.host.clone(),
-            port: t.port,
-            user: t.credential.user.clone(),
-            credential: t.credential.id,
-            // Same policy object, same trust decision.
-            policy: Arc::as_ptr(&t.host_keys) as usize,
-        }
-    }
-}
-
-/// Connections to one target, and the permits that bound how many exist.
-struct Slot {
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<conn::Conn>>,
-}
-
-/// Pooled, authenticated SSH connections, shared by every SSH task of an agent.
-pub struct SshPool {
-    config: SshConfig,
-    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
-}
-
-impl std::fmt::Debug for SshPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshPool")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SshPool {
-    /// A pool. Call from within a tokio runtime: it starts a keepalive task, which ends
-    /// when the pool is dropped.
-    pub fn new(config: SshConfig) -> Arc<SshPool> {
-        let pool = Arc::new(SshPool {
-            config,
-            slots: Mutex::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&pool);
-        let every = pool.config.keepalive.max(Duration::from_secs(1));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = Weak::upgrade(&weak) else {
-                        break;
-                    };
-                    pool.maintain();
-                }
-            });
-        }
-        pool
-    }
-
-    /// The pool's bounds.
-    pub fn config(&self) -> &SshConfig {
-        &self.config
-    }
-
-    fn slot(&self, t: &SshTarget) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("pool lock");
-        slots
-            .entry(PoolKey::of(t))
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    permits: Arc::new(Semaphore::new(self.config.max_sessions_per_target.max(1))),
-                    idle: Mutex::new(Vec::new()),
-                })
-            })
-            .clone()
-    }
-
-    /// Drop expired idle connections and send keepalives on the rest.
-    fn maintain(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .expect("pool lock")
-            .values()
-            .cloned()
-            .collect();
-        for slot in slots {
-            let mut idle = slot.idle.lock().expect("slot lock");
-            let idle_timeout = self.config.idle_timeout;
-            idle.retain(|c| c.last_used.elapsed() < idle_timeout && keepalive(c));
-        }
-        // Forget targets with no idle connection and no task: every credential is a target
-        // of its own, and a long-running agent must not keep one for each it has seen. A
-        // task holds its slot's Arc, and `slot()` clones it under this lock, so a slot
-        // counted once here is in no one's hands.
-        self.slots.lock().expect("pool lock").retain(|_, s| {
-            Arc::strong_count(s) > 1 || !s.idle.lock().expect("slot lock").is_empty()
-        });
-    }
-
-    /// Number of targets the pool tracks (with idle connections or running tasks).
-    pub fn target_count(&self) -> usize {
-        self.slots.lock().expect("pool lock").len()
-    }
-
-    /// Number of idle connections held for `target`.
-    pub fn idle_count(&self, target: &SshTarget) -> usize {
-        self.slot(target).idle.lock().expect("slot lock").len()
-    }
-}
-
-/// Send a keepalive; false if the connection is dead. A keepalive that could not be queued
-/// without blocking is not a dead connection.
-fn keepalive(c: &conn::Conn) -> bool {
-    match c.sess.keepalive_send() {
-        Ok(_) => true,
-        Err(e) => e.code() == ssh2::ErrorCode::Session(conn::EAGAIN),
-    }
-}
-
 /// Runs scripts on one target through a shared pool.
 #[derive(Debug, Clone)]
 pub struct SshExecutor {
@@ -416,12 +288,7 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         }
     };
     let mut wake = Wake(Some(wake_w));
-    let idle = {
-        let mut idle = slot.idle.lock().expect("slot lock");
-        let expiry = exec.pool.config.idle_timeout;
-        idle.retain(|c| c.last_used.elapsed() < expiry);
-        idle.pop()
-    };
+    let idle = slot.take_idle(exec.pool.config.idle_timeout);
     let work = Work {
         target: exec.target.clone(),
         config: exec.pool.config.clone(),
@@ -443,10 +310,8 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
     // or closed, and the pool never holds more connections than it has permits.
     let handle = tokio::task::spawn_blocking(move || {
         let (attempt, conn) = work.run(idle, wake_r);
-        if let Some(mut c) = conn {
-            c.last_used = Instant::now();
-            c.reused = true;
-            slot.idle.lock().expect("slot lock").push(c);
+        if let Some(c) = conn {
+            slot.put_back(c);
         }
         drop(permit);
         attempt
