@@ -139,7 +139,8 @@ async fn stdout_and_stderr_are_merged_and_masked() {
 }
 
 /// While the remote script is parked on a FIFO, no process of the login user carries the
-/// script text or a value in its argv or environment; and there is no PTY.
+/// script text or a value in its argv or environment; and there is no PTY. Positive
+/// control: the same scan finds markers the script plants in a child's argv and environ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_and_values_never_reach_remote_argv_or_environment_and_no_pty() {
     let sshd = Sshd::start();
@@ -155,13 +156,16 @@ async fn script_and_values_never_reach_remote_argv_or_environment_and_no_pty() {
     let mut values = Variables::new();
     values.insert("token", secret_bytes(canary.as_bytes().to_vec()));
     // The value arrives through a placeholder (bound in the script's preamble). The child
-    // reports readiness once it exists itself, so the whole tree is there to scan.
-    let script = "# script-text-marker-91c4\n\
-         v=${token}\n\
-         bash -c 'echo $PPID > ready; exec cat go' > /dev/null\n\
+    // reports readiness once it exists itself, so the whole tree is there to scan; it
+    // carries the planted markers, one as its `$0`, one in its environment.
+    let (argv_mark, env_mark) = (marker("argv-control"), marker("env-control"));
+    let script = format!(
+        "# script-text-marker-91c4\n\
+         v=${{token}}\n\
+         CSM_CONTROL={env_mark} bash -c 'echo $PPID > ready; cat go; :' {argv_mark} > /dev/null\n\
          if [ -t 0 ] || [ -t 1 ] || [ -t 2 ]; then t=tty; else t=notty; fi\n\
          secret=\"$v $t $(cut -d' ' -f7 /proc/$$/stat)\""
-        .to_string();
+    );
     let j = job_with(
         &script,
         values,
@@ -179,6 +183,7 @@ async fn script_and_values_never_reach_remote_argv_or_environment_and_no_pty() {
             .unwrap();
         assert!(pid.trim().parse::<i32>().is_ok(), "{pid}");
         let mut checked = 0;
+        let (mut argv_found, mut env_found) = (false, false);
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             if entry.file_name().to_string_lossy().parse::<i32>().is_err() {
                 continue;
@@ -193,6 +198,8 @@ async fn script_and_values_never_reach_remote_argv_or_environment_and_no_pty() {
             for f in ["cmdline", "environ"] {
                 let data = std::fs::read(entry.path().join(f)).unwrap_or_default();
                 let p = entry.path();
+                argv_found |= f == "cmdline" && contains(&data, argv_mark.as_bytes());
+                env_found |= f == "environ" && contains(&data, env_mark.as_bytes());
                 assert!(
                     !contains(&data, canary.as_bytes()),
                     "value in {}/{f}",
@@ -212,6 +219,11 @@ async fn script_and_values_never_reach_remote_argv_or_environment_and_no_pty() {
             .unwrap()
             .write_all(b"go")
             .unwrap();
+        assert!(argv_found, "the scan missed the marker planted in an argv");
+        assert!(
+            env_found,
+            "the scan missed the marker planted in an environ"
+        );
         checked
     })
     .await
@@ -269,5 +281,47 @@ async fn a_task_never_sleeps_on_data_libssh2_already_holds() {
     }
     for w in workers {
         w.await.unwrap();
+    }
+}
+
+/// The merged log is capped at the configured limit however much the script prints (here
+/// 4 MiB, at the default 1 MiB cap and at a smaller one); the rest is drained and counted,
+/// and the task still returns its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_the_log_cap_is_drained_and_counted() {
+    let sshd = Sshd::start();
+    let exec = SshExecutor::new(pool(), key_target(&sshd));
+    let total: u64 = 4 << 20;
+    let script = "head -c 3145728 /dev/zero | tr '\\0' o\n\
+                  head -c 1048576 /dev/zero | tr '\\0' e >&2\n\
+                  secret=after-the-flood";
+    for cap in [None, Some(64 << 10)] {
+        let mut j = job(script);
+        if let Some(c) = cap {
+            j.limits.stderr_cap = c;
+        }
+        let limit = j.limits.stderr_cap;
+        assert!(
+            limit as u64 <= total / 4,
+            "the output must overflow the cap"
+        );
+        let o = run_once(&exec, &j).await;
+        assert_eq!(secret_of(&o), b"after-the-flood", "cap {limit}");
+        let log = &o.stderr;
+        assert!(log.is_cut(), "cap {limit}: nothing was cut");
+        let marker = format!("\n[… {} bytes cut]\n", log.cut_bytes());
+        let text = log.as_bytes();
+        assert!(
+            text.ends_with(marker.as_bytes()),
+            "cap {limit}: no cut marker"
+        );
+        let kept = text.len() - marker.len();
+        assert!(
+            kept <= limit && kept + 16 >= limit,
+            "cap {limit}: kept {kept} bytes"
+        );
+        assert!(text[..kept].iter().all(|&b| b == b'o'), "cap {limit}");
+        // Every byte the script wrote is either kept or counted as drained.
+        assert_eq!(kept as u64 + log.cut_bytes(), total, "cap {limit}");
     }
 }

@@ -17,8 +17,11 @@
 //!   sent is moved to a fresh connection without failing.
 
 mod conn;
+mod connect;
 pub mod hostkey;
+mod known_hosts;
 mod pool;
+mod watchdog;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -37,6 +40,7 @@ use crate::error::{ErrorKind, Kind};
 use crate::mask::{CapturedLog, LogCapture};
 pub use hostkey::HostKeyPolicy;
 pub use pool::SshPool;
+use watchdog::Watch;
 
 /// The default SSH port.
 pub const DEFAULT_PORT: u16 = 22;
@@ -182,6 +186,33 @@ pub enum SshError {
         /// Fingerprints of the trusted keys.
         known: Vec<String>,
     },
+    /// The host offered a key that known_hosts marks `@revoked` for it. Refused even when
+    /// another line or a pin trusts the same key, as OpenSSH refuses it.
+    #[error("host key for {host}:{port} is revoked: the server offered {offered}, which {origin} marks @revoked")]
+    HostKeyRevoked {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The offered key's fingerprint and type.
+        offered: String,
+        /// The known_hosts file and line that revoke it.
+        origin: String,
+    },
+    /// The host offered a key of a type that known_hosts does not list for it, while it
+    /// lists keys of other types: the server holds none of the known types (they are asked
+    /// for first), so this is a changed host key, not a connection failure.
+    #[error("host key for {host}:{port} does not match: the server offered only a {offered}, but the trusted keys for this host are {}", .known.join(" or "))]
+    HostKeyTypeMismatch {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The offered key's type and fingerprint.
+        offered: String,
+        /// Fingerprints, types and origins of the trusted keys.
+        known: Vec<String>,
+    },
     /// A known_hosts file could not be used.
     #[error("cannot check the host key for {host}:{port}: {reason}")]
     KnownHosts {
@@ -226,6 +257,8 @@ impl Kind for SshError {
             }
             SshError::HostKeyUnknown { .. }
             | SshError::HostKeyChanged { .. }
+            | SshError::HostKeyRevoked { .. }
+            | SshError::HostKeyTypeMismatch { .. }
             | SshError::KnownHosts { .. } => ErrorKind::HostKey,
             SshError::Auth { .. } => ErrorKind::SshAuth,
         }
@@ -253,13 +286,18 @@ impl Executor for SshExecutor {
 }
 
 /// Writes to the wake pipe when asked or dropped, so a cancelled or abandoned attempt's
-/// thread stops waiting at once.
-struct Wake(Option<OwnedFd>);
+/// thread stops waiting at once; and has the watchdog shut the attempt's socket down once
+/// the clean-up has had its time, in case the thread is held inside a libssh2 call.
+struct Wake {
+    fd: Option<OwnedFd>,
+    watch: Arc<Watch>,
+}
 
 impl Wake {
     fn fire(&mut self) {
-        if let Some(fd) = self.0.take() {
+        if let Some(fd) = self.fd.take() {
             let _ = nix::unistd::write(&fd, b"x");
+            self.watch.cancel();
         }
     }
 }
@@ -287,7 +325,11 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             })
         }
     };
-    let mut wake = Wake(Some(wake_w));
+    let watch = Arc::new(Watch::new());
+    let mut wake = Wake {
+        fd: Some(wake_w),
+        watch: watch.clone(),
+    };
     let idle = slot.take_idle(exec.pool.config.idle_timeout);
     let work = Work {
         target: exec.target.clone(),
@@ -304,6 +346,7 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         masker: job.masker.clone(),
         deadline,
         timeout: job.timeout,
+        watch,
     };
     // The thread owns the connection, so it also holds the permit: a task dropped mid-run
     // keeps its slot until its remote kill is done and its connection is back in the pool
@@ -340,6 +383,10 @@ fn woken(wake: &OwnedFd) -> bool {
     matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// Time the channel run may take past its own bounds (remote kills and the channel close,
+/// each bounded at 2 s in `conn`) before the watchdog takes the socket away.
+const CLEANUP_SLACK: Duration = Duration::from_secs(7);
+
 /// What the blocking thread owns for one attempt.
 struct Work {
     target: SshTarget,
@@ -349,6 +396,7 @@ struct Work {
     masker: Arc<crate::mask::Masker>,
     deadline: Instant,
     timeout: Duration,
+    watch: Arc<Watch>,
 }
 
 impl Work {
@@ -359,16 +407,30 @@ impl Work {
         loop {
             let c = match conn.take() {
                 Some(c) => c,
-                None => match conn::connect(
+                None => match connect::connect(
                     &self.target,
                     &self.config,
                     Some(wake.as_fd()),
                     self.deadline,
+                    &self.watch,
                 ) {
                     Ok(c) => c,
-                    Err(e) => return (Attempt::failed(self.connect_failure(e, &wake)), None),
+                    Err(e) => {
+                        self.watch.detach();
+                        return (Attempt::failed(self.connect_failure(e, &wake)), None);
+                    }
                 },
             };
+            // The run's own bounds end by then: the deadline, TERM, the grace, KILL, the
+            // grace, or the drain after the script reported, each followed by bounded
+            // remote kills and the channel close.
+            // After a cancellation: reading the remote group (up to the grace), then a remote
+            // kill.
+            self.watch.attach(&c.sock);
+            self.watch.arm(
+                self.deadline + 2 * self.limits.grace + self.limits.drain + CLEANUP_SLACK,
+                self.limits.grace + CLEANUP_SLACK,
+            );
             let spec = conn::RunSpec {
                 input: &self.input,
                 limits: &self.limits,
@@ -377,9 +439,11 @@ impl Work {
             };
             let log = LogCapture::new(self.masker.clone(), self.limits.stderr_cap);
             let run = conn::run(&c, &spec, log, &wake);
+            let cut = self.watch.detach();
             // A stale pooled connection that failed before the script was sent: nothing ran,
             // so the task moves to a fresh connection instead of failing.
             if c.reused
+                && !cut
                 && !run.started
                 && matches!(run.interrupted, Some(conn::RunInterrupt::Broken(_)))
             {
@@ -387,8 +451,8 @@ impl Work {
                 c.shutdown();
                 continue;
             }
-            let healthy = run.healthy;
-            let attempt = self.attempt_from(run);
+            let healthy = run.healthy && !cut;
+            let attempt = self.attempt_from(run, cut, &wake);
             let keep = healthy.then_some(c);
             return (attempt, keep);
         }
@@ -405,7 +469,16 @@ impl Work {
         ExecError::Ssh(e)
     }
 
-    fn attempt_from(&self, run: conn::ChannelRun) -> Attempt {
+    /// The attempt a channel run amounts to. `cut`: the watchdog shut the socket down, so a
+    /// "broken" connection was the attempt's own deadline or cancellation.
+    fn attempt_from(&self, mut run: conn::ChannelRun, cut: bool, wake: &OwnedFd) -> Attempt {
+        if cut && matches!(run.interrupted, Some(conn::RunInterrupt::Broken(_))) {
+            run.interrupted = Some(if woken(wake) {
+                conn::RunInterrupt::Cancelled
+            } else {
+                conn::RunInterrupt::Timeout
+            });
+        }
         let report = match run.interrupted {
             Some(conn::RunInterrupt::Timeout) => Err(ExecError::Timeout {
                 after: self.timeout,

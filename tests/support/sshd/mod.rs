@@ -222,6 +222,12 @@ impl Sshd {
         &self.other_known_hosts
     }
 
+    /// The fixture's host key of `kind`, whether or not this server serves it (for
+    /// known_hosts lines naming a key type the server does not have).
+    pub fn host_key(&self, kind: HostKeyKind) -> &'static HostKey {
+        self.keys.host(kind)
+    }
+
     /// `SHA256:...` fingerprint of the primary host key (by default the only one, ed25519).
     pub fn host_key_fingerprint(&self) -> String {
         let (_, key) = self.host_keys().next().expect("at least one host key");
