@@ -55,6 +55,9 @@ impl Entry {
 struct State {
     next_id: u64,
     watches: HashMap<u64, Entry>,
+    /// When the thread wakes next on its own (`None`: only when signalled). A change that
+    /// makes nothing due earlier needs no signal.
+    wakes_at: Option<Instant>,
 }
 
 struct Registry {
@@ -101,6 +104,7 @@ fn run(r: &'static Registry) {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
+        st.wakes_at = next;
         st = match next {
             None => r.changed.wait(st).unwrap_or_else(PoisonError::into_inner),
             Some(t) => {
@@ -129,8 +133,12 @@ impl Watch {
         let mut st = lock(r);
         let e = st.watches.entry(self.id).or_default();
         let out = f(e);
+        let due = e.due();
+        let earlier = due.is_some_and(|d| st.wakes_at.map_or(true, |w| d < w));
         drop(st);
-        r.changed.notify_one();
+        if earlier {
+            r.changed.notify_one();
+        }
         out
     }
 
