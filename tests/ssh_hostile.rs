@@ -333,33 +333,44 @@ async fn a_slowloris_banner_hits_the_handshake_bound_without_spinning() {
     );
 }
 
-/// libssh2 either gives up on the key exchange or reads until the bound; either way the
-/// attempt ends within it.
+/// libssh2 either gives up on the key exchange or keeps reading, at times inside one call
+/// (then only the watchdog ends it); either way the attempt ends within the bound. Three
+/// rounds, since which of the two happens varies.
 #[tokio::test]
 async fn a_packet_flood_in_the_key_exchange_ends_within_the_handshake_bound() {
     let _serial = serial();
-    let server = Hostile::start(Behaviour::PacketFlood);
-    let exec = executor(server.port, Duration::from_millis(1500));
-    let (o, wall, _) = timed(&exec, &job("secret=x")).await;
-    assert_connect_error(&o, server.port, "");
-    assert!(wall < Duration::from_secs(4), "took {wall:?}");
-    assert!(server.sent.load(Ordering::Relaxed) > 0);
+    for round in 0..3 {
+        let server = Hostile::start(Behaviour::PacketFlood);
+        let exec = executor(server.port, Duration::from_millis(1500));
+        let (o, wall, _) = timed(&exec, &job("secret=x")).await;
+        assert_connect_error(&o, server.port, "");
+        assert!(
+            wall < Duration::from_secs(4),
+            "round {round}: took {wall:?}"
+        );
+        assert!(server.sent.load(Ordering::Relaxed) > 0);
+    }
 }
 
 #[tokio::test]
 async fn a_packet_flood_ends_within_the_task_deadline() {
     let _serial = serial();
-    let server = Hostile::start(Behaviour::PacketFlood);
-    let exec = executor(server.port, Duration::from_secs(20));
-    let j = job_with(
-        "secret=x",
-        csm_agent::secret::Variables::new(),
-        "/tmp",
-        Duration::from_millis(1000),
-    );
-    let (o, wall, _) = timed(&exec, &j).await;
-    assert_connect_error(&o, server.port, "");
-    assert!(wall < Duration::from_secs(3), "took {wall:?}");
+    for round in 0..3 {
+        let server = Hostile::start(Behaviour::PacketFlood);
+        let exec = executor(server.port, Duration::from_secs(20));
+        let j = job_with(
+            "secret=x",
+            csm_agent::secret::Variables::new(),
+            "/tmp",
+            Duration::from_millis(1000),
+        );
+        let (o, wall, _) = timed(&exec, &j).await;
+        assert_connect_error(&o, server.port, "");
+        assert!(
+            wall < Duration::from_secs(3),
+            "round {round}: took {wall:?}"
+        );
+    }
 }
 
 /// Cancel while the attempt is held by a hostile server, once the server has sent
