@@ -181,9 +181,9 @@ pub enum SshError {
         host: String,
         /// Port.
         port: u16,
-        /// The offered key's fingerprint.
+        /// The offered key's fingerprint and type.
         offered: String,
-        /// Fingerprints of the trusted keys.
+        /// Fingerprints of the trusted keys, with their types and origins.
         known: Vec<String>,
     },
     /// The host offered a key that known_hosts marks `@revoked` for it. Refused even when
@@ -421,11 +421,10 @@ impl Work {
                     }
                 },
             };
-            // The run's own bounds end by then: the deadline, TERM, the grace, KILL, the
-            // grace, or the drain after the script reported, each followed by bounded
-            // remote kills and the channel close.
-            // After a cancellation: reading the remote group (up to the grace), then a remote
-            // kill.
+            // The run's own bounds all end by the first time: the deadline, TERM, the grace,
+            // KILL, the grace (or the drain after the script reported), with bounded remote
+            // kills and the channel close. After a cancellation the run reads the remote
+            // group (up to the grace) and sends a remote kill.
             self.watch.attach(&c.sock);
             self.watch.arm(
                 self.deadline + 2 * self.limits.grace + self.limits.drain + CLEANUP_SLACK,
