@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (as root) for the SSH integration tests, which start their
-# own sshd through tests/support/sshd.rs. Installs only what the tests can't set up
+# own sshd through tests/support/sshd/. Installs only what the tests can't set up
 # themselves: OpenSSH's server and client, useradd/chpasswd, pgrep. Idempotent; it
 # skips apt when everything is already there.
 #

@@ -1,4 +1,4 @@
-//! Tests of the sshd test fixture itself (tests/support/sshd.rs), driven by the system
+//! Tests of the sshd test fixture itself (tests/support/sshd/), driven by the system
 //! OpenSSH client: if these fail, every SSH test built on the fixture is suspect.
 
 mod support;

@@ -1,6 +1,7 @@
 //! Shared support code for the integration tests (`mod support;` in each test file).
 //!
 //! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
+//! - [`ssh`]: targets, jobs and /proc probes for the SSH executor tests against [`sshd`].
 //! - [`skip`]: loud skips that fail under CI.
 //! - [`bashfuzz`]: the differential fuzzer of the template renderer against real bash.
 
@@ -10,4 +11,5 @@
 
 pub mod bashfuzz;
 pub mod skip;
+pub mod ssh;
 pub mod sshd;

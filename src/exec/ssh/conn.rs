@@ -1,5 +1,6 @@
-//! One SSH connection driven without blocking: connect, handshake, authenticate, and run
-//! one wrapped script on a channel.
+//! One SSH connection driven without blocking: the connection, the waits every libssh2
+//! call goes through, and running one wrapped script on a channel. Opening a connection
+//! (connect, handshake, host key, authentication) is [`super::connect`]'s.
 //!
 //! libssh2 runs in non-blocking mode on a blocking thread. Every operation that would block
 //! waits in `poll(2)` on the socket and on a wake pipe, never longer than the current
@@ -8,16 +9,13 @@
 //! enforces deadlines and notices cancellation at once, and no libssh2 call can hang.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use secrecy::ExposeSecret;
 use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 
-use super::hostkey;
-use super::{SshAuth, SshConfig, SshError, SshTarget};
 use crate::exec::wrapper::{self, FrameReader};
 use crate::exec::{Exit, Limits};
 use crate::mask::LogCapture;
@@ -40,7 +38,7 @@ pub enum Interrupt {
 pub struct Conn {
     pub(super) sess: Session,
     /// A duplicate of the socket libssh2 owns, to poll and to shut down.
-    sock: TcpStream,
+    pub(super) sock: TcpStream,
     /// When the connection was last returned to the pool.
     pub(super) last_used: Instant,
     /// Whether the connection has run a task before (a failure on it may be staleness).
@@ -66,7 +64,7 @@ impl Conn {
 const UNDIRECTED_WAIT: Duration = Duration::from_millis(2);
 
 /// Wait for `fd` (in libssh2's blocked directions) or the wake pipe, until `deadline`.
-fn wait(
+pub(super) fn wait(
     sess: &Session,
     fd: BorrowedFd<'_>,
     wake: Option<BorrowedFd<'_>>,
@@ -96,7 +94,7 @@ fn wait(
 
 /// Wait until `fd` is ready for `flags`, the wake pipe is written (which wins), or
 /// `deadline` passes. A signal interrupting the wait counts as ready: callers retry.
-fn poll_ready(
+pub(super) fn poll_ready(
     fd: BorrowedFd<'_>,
     flags: PollFlags,
     wake: Option<BorrowedFd<'_>>,
@@ -159,7 +157,7 @@ fn quickack(fd: BorrowedFd<'_>) {
 fn quickack(_fd: BorrowedFd<'_>) {}
 
 /// Retry a libssh2 call until it stops saying "would block".
-fn nb<T>(
+pub(super) fn nb<T>(
     sess: &Session,
     fd: BorrowedFd<'_>,
     wake: Option<BorrowedFd<'_>>,
@@ -184,293 +182,6 @@ pub enum NbError {
     Interrupt(Interrupt),
     /// libssh2 failed.
     Ssh(ssh2::Error),
-}
-
-fn connect_error(t: &SshTarget, reason: impl Into<String>) -> SshError {
-    SshError::Connect {
-        host: t.host.clone(),
-        port: t.port,
-        reason: reason.into(),
-    }
-}
-
-fn handshake_error(t: &SshTarget, e: NbError, what: &str, wake_msg: &str) -> SshError {
-    match e {
-        NbError::Interrupt(Interrupt::Deadline) => {
-            connect_error(t, format!("timed out during {what}"))
-        }
-        NbError::Interrupt(Interrupt::Woken) => connect_error(t, wake_msg.to_string()),
-        NbError::Interrupt(Interrupt::Failed(m)) => connect_error(t, m),
-        NbError::Ssh(e) => SshError::Handshake {
-            host: t.host.clone(),
-            port: t.port,
-            reason: format!("{what} failed: {}", e.message()),
-        },
-    }
-}
-
-/// Open, verify and authenticate a new connection.
-pub fn connect(
-    t: &SshTarget,
-    cfg: &SshConfig,
-    wake: Option<BorrowedFd<'_>>,
-    task_deadline: Instant,
-) -> Result<Conn, SshError> {
-    let connect_deadline = (Instant::now() + cfg.connect_timeout).min(task_deadline);
-    let mut auth_deadline = None;
-    // Key types the server offered that did not verify, and the first such refusal.
-    let mut offered = Vec::new();
-    let mut refused: Option<SshError> = None;
-    let (sess, sock) = loop {
-        let tcp_deadline = match auth_deadline {
-            None => connect_deadline,
-            // A retry for another host-key type stays within the first handshake's bound.
-            Some(d) => (Instant::now() + cfg.connect_timeout).min(d),
-        };
-        let stream = match tcp_connect(t, cfg, tcp_deadline, wake) {
-            Ok(s) => s,
-            Err(e) => return Err(refused.unwrap_or(e)),
-        };
-        let (sess, sock) = session(t, cfg, stream)?;
-        let prepared = t.host_keys.prepare(&sess, &t.host, t.port)?;
-        if !offered.is_empty() {
-            match hostkey::algorithms_except(&offered) {
-                Some(algs) => {
-                    let _ = sess.method_pref(ssh2::MethodType::HostKey, &algs);
-                }
-                None => return Err(refused.unwrap_or_else(|| connect_error(t, "no host key"))),
-            }
-        }
-        let deadline = *auth_deadline
-            .get_or_insert_with(|| (Instant::now() + cfg.auth_timeout).min(task_deadline));
-        let fd = sock.as_fd();
-        // `handshake` wants `&mut`; a clone shares the same libssh2 session for the waits.
-        let mut hs = sess.clone();
-        if let Err(e) = nb(&sess, fd, wake, deadline, || hs.handshake()) {
-            // On a retry, a failed handshake most likely means the server has no key of the
-            // types still asked for: the first refusal is the answer.
-            return Err(
-                refused.unwrap_or_else(|| handshake_error(t, e, "the SSH handshake", "cancelled"))
-            );
-        }
-        match hostkey::verify(&sess, &t.host_keys, prepared.as_ref(), &t.host, t.port) {
-            Ok(()) => break (sess, sock),
-            // A pinned fingerprint or a hashed known_hosts entry does not say which key
-            // type it trusts, so the server may hold the trusted key under another type
-            // than the one it offered first: ask again for the types not seen yet.
-            Err(e @ (SshError::HostKeyUnknown { .. } | SshError::HostKeyChanged { .. }))
-                if prepared
-                    .as_ref()
-                    .is_some_and(hostkey::Prepared::has_untyped_trust) =>
-            {
-                let Some((_, kind)) = sess.host_key() else {
-                    return Err(e);
-                };
-                tracing::debug!(host = %t.host, port = t.port, ?kind, "host key of this type is not trusted; asking for another type");
-                offered.push(kind);
-                refused.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let deadline = auth_deadline.unwrap_or(task_deadline);
-    authenticate(&sess, t, sock.as_fd(), wake, deadline)?;
-    Ok(Conn {
-        sess,
-        sock,
-        last_used: Instant::now(),
-        reused: false,
-    })
-}
-
-/// A TCP connection to the first address of the host that accepts, with TCP_NODELAY set.
-///
-/// Name resolution and the connects run on a helper thread: getaddrinfo has no timeout of
-/// its own (a silent name server holds it for timeout × attempts, 10 s by default), and a
-/// blocking connect cannot be woken. This thread waits for the helper, the deadline or the
-/// wake pipe, whichever comes first; an abandoned helper finishes on its own and its
-/// socket, if any, is closed.
-fn tcp_connect(
-    t: &SshTarget,
-    cfg: &SshConfig,
-    deadline: Instant,
-    wake: Option<BorrowedFd<'_>>,
-) -> Result<TcpStream, SshError> {
-    let timed_out = || {
-        connect_error(
-            t,
-            format!("timed out after {} ms", cfg.connect_timeout.as_millis()),
-        )
-    };
-    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| connect_error(t, format!("creating a pipe: {e}")))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (host, port, timeout) = (t.host.clone(), t.port, cfg.connect_timeout);
-    std::thread::Builder::new()
-        .name("csm-ssh-connect".into())
-        .spawn(move || {
-            let _ = tx.send(resolve_and_connect(&host, port, deadline, timeout));
-            let _ = nix::unistd::write(&done_w, b"x");
-        })
-        .map_err(|e| connect_error(t, format!("starting the connect thread: {e}")))?;
-    loop {
-        match poll_ready(done_r.as_fd(), PollFlags::POLLIN, wake, deadline) {
-            Ok(()) => {}
-            Err(Interrupt::Deadline) => return Err(timed_out()),
-            Err(Interrupt::Woken) => return Err(connect_error(t, "cancelled")),
-            Err(Interrupt::Failed(m)) => return Err(connect_error(t, m)),
-        }
-        match rx.try_recv() {
-            Ok(r) => break r.map_err(|reason| connect_error(t, reason)),
-            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                return Err(connect_error(t, "the connect thread failed"))
-            }
-        }
-    }
-}
-
-/// Resolve `host` and connect to its addresses in turn until one accepts or `deadline`
-/// passes. Runs on the helper thread of [`tcp_connect`].
-fn resolve_and_connect(
-    host: &str,
-    port: u16,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<TcpStream, String> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err("the host name resolved to no address".into());
-    }
-    let timed_out = || format!("timed out after {} ms", timeout.as_millis());
-    let mut last = String::new();
-    for addr in &addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        match TcpStream::connect_timeout(addr, left) {
-            Ok(s) => {
-                // Without it every exchange on a reused connection waits ~40 ms for
-                // delayed ACKs.
-                s.set_nodelay(true)
-                    .map_err(|e| format!("setting TCP_NODELAY: {e}"))?;
-                return Ok(s);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = timed_out(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
-}
-
-/// A non-blocking libssh2 session on `stream`, and a duplicate of the socket to poll.
-fn session(
-    t: &SshTarget,
-    cfg: &SshConfig,
-    stream: TcpStream,
-) -> Result<(Session, TcpStream), SshError> {
-    let sock = stream
-        .try_clone()
-        .map_err(|e| connect_error(t, e.to_string()))?;
-    let mut sess = Session::new().map_err(|e| connect_error(t, e.message().to_string()))?;
-    sess.set_tcp_stream(stream);
-    sess.set_blocking(false);
-    sess.set_keepalive(
-        false,
-        cfg.keepalive.as_secs().clamp(1, u32::MAX as u64) as u32,
-    );
-    Ok((sess, sock))
-}
-
-/// Authenticate with the credential's one method. Errors name the method, never a secret.
-fn authenticate(
-    sess: &Session,
-    t: &SshTarget,
-    fd: BorrowedFd<'_>,
-    wake: Option<BorrowedFd<'_>>,
-    deadline: Instant,
-) -> Result<(), SshError> {
-    let user = t.credential.user.as_str();
-    let (method, result) = match &t.credential.auth {
-        SshAuth::Key {
-            private_key,
-            passphrase,
-        } => (
-            "publickey (inline key)".to_string(),
-            nb(sess, fd, wake, deadline, || {
-                sess.userauth_pubkey_memory(
-                    user,
-                    None,
-                    private_key.expose_secret(),
-                    passphrase.as_ref().map(|p| p.expose_secret()),
-                )
-            }),
-        ),
-        SshAuth::KeyFile { path, passphrase } => {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(SshError::Auth {
-                    host: t.host.clone(),
-                    port: t.port,
-                    user: user.to_string(),
-                    tried: vec![format!("publickey (key file {})", path.display())],
-                    detail: format!("the key file cannot be read: {e}"),
-                });
-            }
-            (
-                format!("publickey (key file {})", path.display()),
-                nb(sess, fd, wake, deadline, || {
-                    sess.userauth_pubkey_file(
-                        user,
-                        None,
-                        path,
-                        passphrase.as_ref().map(|p| p.expose_secret()),
-                    )
-                }),
-            )
-        }
-        SshAuth::Password(pw) => (
-            "password".to_string(),
-            nb(sess, fd, wake, deadline, || {
-                sess.userauth_password(user, pw.expose_secret())
-            }),
-        ),
-    };
-    match result {
-        Ok(()) if sess.authenticated() => Ok(()),
-        Ok(()) => Err(auth_error(
-            t,
-            method,
-            "the server did not accept the credential".into(),
-        )),
-        Err(NbError::Interrupt(i)) => Err(match i {
-            Interrupt::Deadline => connect_error(t, "timed out during authentication"),
-            Interrupt::Woken => connect_error(t, "cancelled"),
-            Interrupt::Failed(m) => connect_error(t, m),
-        }),
-        Err(NbError::Ssh(e)) => {
-            // libssh2's own text can be vague; these codes are stable.
-            let detail = match e.code() {
-                ErrorCode::Session(-16) => "the private key could not be read or decrypted (wrong passphrase, or an unsupported format)".to_string(),
-                ErrorCode::Session(-18) | ErrorCode::Session(-19) => "the server rejected the credential".to_string(),
-                _ => format!("libssh2 error {}", e.message()),
-            };
-            Err(auth_error(t, method, detail))
-        }
-    }
-}
-
-fn auth_error(t: &SshTarget, method: String, detail: String) -> SshError {
-    SshError::Auth {
-        host: t.host.clone(),
-        port: t.port,
-        user: t.credential.user.clone(),
-        tried: vec![method],
-        detail,
-    }
 }
 
 /// What one run on a channel produced.

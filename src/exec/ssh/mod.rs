@@ -11,24 +11,27 @@
 //! - **Timeouts.** Connect, handshake plus authentication, and the task each have a bound.
 //!   At the task deadline the remote process group gets SIGTERM, then SIGKILL, over a
 //!   second channel. A watchdog in the remote wrapper does the same if the agent is gone.
-//! - **Pooling.** Connections are kept per (host, port, user, credential, host-key policy),
+//! - **Pooling** ([`pool`]). Connections are kept per (host, port, user, credential, host-key policy),
 //!   several per target because libssh2 serialises a connection's channels. Idle ones expire
 //!   and get keepalives. A task whose pooled connection turns out dead before the script was
 //!   sent is moved to a fresh connection without failing.
 
 mod conn;
+mod connect;
 pub mod hostkey;
+mod known_hosts;
+mod pool;
+mod watchdog;
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use secrecy::SecretString;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::wrapper::{self, Mode};
@@ -36,6 +39,8 @@ use super::{Attempt, BoxFuture, ExecError, Executor, Job};
 use crate::error::{ErrorKind, Kind};
 use crate::mask::{CapturedLog, LogCapture};
 pub use hostkey::HostKeyPolicy;
+pub use pool::SshPool;
+use watchdog::Watch;
 
 /// The default SSH port.
 pub const DEFAULT_PORT: u16 = 22;
@@ -176,9 +181,36 @@ pub enum SshError {
         host: String,
         /// Port.
         port: u16,
-        /// The offered key's fingerprint.
+        /// The offered key's fingerprint and type.
         offered: String,
-        /// Fingerprints of the trusted keys.
+        /// Fingerprints of the trusted keys, with their types and origins.
+        known: Vec<String>,
+    },
+    /// The host offered a key that known_hosts marks `@revoked` for it. Refused even when
+    /// another line or a pin trusts the same key, as OpenSSH refuses it.
+    #[error("host key for {host}:{port} is revoked: the server offered {offered}, which {origin} marks @revoked")]
+    HostKeyRevoked {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The offered key's fingerprint and type.
+        offered: String,
+        /// The known_hosts file and line that revoke it.
+        origin: String,
+    },
+    /// The host offered a key of a type that known_hosts does not list for it, while it
+    /// lists keys of other types: the server holds none of the known types (they are asked
+    /// for first), so this is a changed host key, not a connection failure.
+    #[error("host key for {host}:{port} does not match: the server offered only a {offered}, but the trusted keys for this host are {}", .known.join(" or "))]
+    HostKeyTypeMismatch {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The offered key's type and fingerprint.
+        offered: String,
+        /// Fingerprints, types and origins of the trusted keys.
         known: Vec<String>,
     },
     /// A known_hosts file could not be used.
@@ -225,138 +257,11 @@ impl Kind for SshError {
             }
             SshError::HostKeyUnknown { .. }
             | SshError::HostKeyChanged { .. }
+            | SshError::HostKeyRevoked { .. }
+            | SshError::HostKeyTypeMismatch { .. }
             | SshError::KnownHosts { .. } => ErrorKind::HostKey,
             SshError::Auth { .. } => ErrorKind::SshAuth,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    host: String,
-    port: u16,
-    user: String,
-    credential: u64,
-    policy: usize,
-}
-
-impl PoolKey {
-    fn of(t: &SshTarget) -> Self {
-        PoolKey {
-            host: t.host.clone(),
-            port: t.port,
-            user: t.credential.user.clone(),
-            credential: t.credential.id,
-            // Same policy object, same trust decision.
-            policy: Arc::as_ptr(&t.host_keys) as usize,
-        }
-    }
-}
-
-/// Connections to one target, and the permits that bound how many exist.
-struct Slot {
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<conn::Conn>>,
-}
-
-/// Pooled, authenticated SSH connections, shared by every SSH task of an agent.
-pub struct SshPool {
-    config: SshConfig,
-    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
-}
-
-impl std::fmt::Debug for SshPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshPool")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SshPool {
-    /// A pool. Call from within a tokio runtime: it starts a keepalive task, which ends
-    /// when the pool is dropped.
-    pub fn new(config: SshConfig) -> Arc<SshPool> {
-        let pool = Arc::new(SshPool {
-            config,
-            slots: Mutex::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&pool);
-        let every = pool.config.keepalive.max(Duration::from_secs(1));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = Weak::upgrade(&weak) else {
-                        break;
-                    };
-                    pool.maintain();
-                }
-            });
-        }
-        pool
-    }
-
-    /// The pool's bounds.
-    pub fn config(&self) -> &SshConfig {
-        &self.config
-    }
-
-    fn slot(&self, t: &SshTarget) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("pool lock");
-        slots
-            .entry(PoolKey::of(t))
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    permits: Arc::new(Semaphore::new(self.config.max_sessions_per_target.max(1))),
-                    idle: Mutex::new(Vec::new()),
-                })
-            })
-            .clone()
-    }
-
-    /// Drop expired idle connections and send keepalives on the rest.
-    fn maintain(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .expect("pool lock")
-            .values()
-            .cloned()
-            .collect();
-        for slot in slots {
-            let mut idle = slot.idle.lock().expect("slot lock");
-            let idle_timeout = self.config.idle_timeout;
-            idle.retain(|c| c.last_used.elapsed() < idle_timeout && keepalive(c));
-        }
-        // Forget targets with no idle connection and no task: every credential is a target
-        // of its own, and a long-running agent must not keep one for each it has seen. A
-        // task holds its slot's Arc, and `slot()` clones it under this lock, so a slot
-        // counted once here is in no one's hands.
-        self.slots.lock().expect("pool lock").retain(|_, s| {
-            Arc::strong_count(s) > 1 || !s.idle.lock().expect("slot lock").is_empty()
-        });
-    }
-
-    /// Number of targets the pool tracks (with idle connections or running tasks).
-    pub fn target_count(&self) -> usize {
-        self.slots.lock().expect("pool lock").len()
-    }
-
-    /// Number of idle connections held for `target`.
-    pub fn idle_count(&self, target: &SshTarget) -> usize {
-        self.slot(target).idle.lock().expect("slot lock").len()
-    }
-}
-
-/// Send a keepalive; false if the connection is dead. A keepalive that could not be queued
-/// without blocking is not a dead connection.
-fn keepalive(c: &conn::Conn) -> bool {
-    match c.sess.keepalive_send() {
-        Ok(_) => true,
-        Err(e) => e.code() == ssh2::ErrorCode::Session(conn::EAGAIN),
     }
 }
 
@@ -381,13 +286,18 @@ impl Executor for SshExecutor {
 }
 
 /// Writes to the wake pipe when asked or dropped, so a cancelled or abandoned attempt's
-/// thread stops waiting at once.
-struct Wake(Option<OwnedFd>);
+/// thread stops waiting at once; and has the watchdog shut the attempt's socket down once
+/// the clean-up has had its time, in case the thread is held inside a libssh2 call.
+struct Wake {
+    fd: Option<OwnedFd>,
+    watch: Arc<Watch>,
+}
 
 impl Wake {
     fn fire(&mut self) {
-        if let Some(fd) = self.0.take() {
+        if let Some(fd) = self.fd.take() {
             let _ = nix::unistd::write(&fd, b"x");
+            self.watch.cancel();
         }
     }
 }
@@ -415,13 +325,12 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             })
         }
     };
-    let mut wake = Wake(Some(wake_w));
-    let idle = {
-        let mut idle = slot.idle.lock().expect("slot lock");
-        let expiry = exec.pool.config.idle_timeout;
-        idle.retain(|c| c.last_used.elapsed() < expiry);
-        idle.pop()
+    let watch = Arc::new(Watch::new());
+    let mut wake = Wake {
+        fd: Some(wake_w),
+        watch: watch.clone(),
     };
+    let idle = slot.take_idle(exec.pool.config.idle_timeout);
     let work = Work {
         target: exec.target.clone(),
         config: exec.pool.config.clone(),
@@ -437,16 +346,15 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         masker: job.masker.clone(),
         deadline,
         timeout: job.timeout,
+        watch,
     };
     // The thread owns the connection, so it also holds the permit: a task dropped mid-run
     // keeps its slot until its remote kill is done and its connection is back in the pool
     // or closed, and the pool never holds more connections than it has permits.
     let handle = tokio::task::spawn_blocking(move || {
         let (attempt, conn) = work.run(idle, wake_r);
-        if let Some(mut c) = conn {
-            c.last_used = Instant::now();
-            c.reused = true;
-            slot.idle.lock().expect("slot lock").push(c);
+        if let Some(c) = conn {
+            slot.put_back(c);
         }
         drop(permit);
         attempt
@@ -475,6 +383,10 @@ fn woken(wake: &OwnedFd) -> bool {
     matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// Time the channel run may take past its own bounds (remote kills and the channel close,
+/// each bounded at 2 s in `conn`) before the watchdog takes the socket away.
+const CLEANUP_SLACK: Duration = Duration::from_secs(7);
+
 /// What the blocking thread owns for one attempt.
 struct Work {
     target: SshTarget,
@@ -484,6 +396,7 @@ struct Work {
     masker: Arc<crate::mask::Masker>,
     deadline: Instant,
     timeout: Duration,
+    watch: Arc<Watch>,
 }
 
 impl Work {
@@ -494,16 +407,29 @@ impl Work {
         loop {
             let c = match conn.take() {
                 Some(c) => c,
-                None => match conn::connect(
+                None => match connect::connect(
                     &self.target,
                     &self.config,
                     Some(wake.as_fd()),
                     self.deadline,
+                    &self.watch,
                 ) {
                     Ok(c) => c,
-                    Err(e) => return (Attempt::failed(self.connect_failure(e, &wake)), None),
+                    Err(e) => {
+                        self.watch.detach();
+                        return (Attempt::failed(self.connect_failure(e, &wake)), None);
+                    }
                 },
             };
+            // The run's own bounds all end by the first time: the deadline, TERM, the grace,
+            // KILL, the grace (or the drain after the script reported), with bounded remote
+            // kills and the channel close. After a cancellation the run reads the remote
+            // group (up to the grace) and sends a remote kill.
+            self.watch.attach(&c.sock);
+            self.watch.arm(
+                self.deadline + 2 * self.limits.grace + self.limits.drain + CLEANUP_SLACK,
+                self.limits.grace + CLEANUP_SLACK,
+            );
             let spec = conn::RunSpec {
                 input: &self.input,
                 limits: &self.limits,
@@ -512,9 +438,11 @@ impl Work {
             };
             let log = LogCapture::new(self.masker.clone(), self.limits.stderr_cap);
             let run = conn::run(&c, &spec, log, &wake);
+            let cut = self.watch.detach();
             // A stale pooled connection that failed before the script was sent: nothing ran,
             // so the task moves to a fresh connection instead of failing.
             if c.reused
+                && !cut
                 && !run.started
                 && matches!(run.interrupted, Some(conn::RunInterrupt::Broken(_)))
             {
@@ -522,8 +450,8 @@ impl Work {
                 c.shutdown();
                 continue;
             }
-            let healthy = run.healthy;
-            let attempt = self.attempt_from(run);
+            let healthy = run.healthy && !cut;
+            let attempt = self.attempt_from(run, cut, &wake);
             let keep = healthy.then_some(c);
             return (attempt, keep);
         }
@@ -540,7 +468,16 @@ impl Work {
         ExecError::Ssh(e)
     }
 
-    fn attempt_from(&self, run: conn::ChannelRun) -> Attempt {
+    /// The attempt a channel run amounts to. `cut`: the watchdog shut the socket down, so a
+    /// "broken" connection was the attempt's own deadline or cancellation.
+    fn attempt_from(&self, mut run: conn::ChannelRun, cut: bool, wake: &OwnedFd) -> Attempt {
+        if cut && matches!(run.interrupted, Some(conn::RunInterrupt::Broken(_))) {
+            run.interrupted = Some(if woken(wake) {
+                conn::RunInterrupt::Cancelled
+            } else {
+                conn::RunInterrupt::Timeout
+            });
+        }
         let report = match run.interrupted {
             Some(conn::RunInterrupt::Timeout) => Err(ExecError::Timeout {
                 after: self.timeout,
