@@ -369,6 +369,15 @@ impl Parser<'_, '_> {
 
     /// `"…"` at the cursor.
     pub(crate) fn double_quoted(&mut self, scope: ScopeId, lit: &mut Option<Vec<u8>>) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.double_quoted_inner(scope, lit);
+        self.leave();
+        f
+    }
+
+    fn double_quoted_inner(&mut self, scope: ScopeId, lit: &mut Option<Vec<u8>>) -> Found {
         let mut found = Found::default();
         self.pos += 1;
         while let Some(c) = self.peek() {
@@ -516,6 +525,15 @@ impl Parser<'_, '_> {
 
     /// `${…}` whose `$` is at the cursor. `dq`: inside double quotes.
     fn param(&mut self, scope: ScopeId, dq: bool) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.param_inner(scope, dq);
+        self.leave();
+        f
+    }
+
+    fn param_inner(&mut self, scope: ScopeId, dq: bool) -> Found {
         let mut found = Found::default();
         self.pos += 2;
         let mut indirect = false;
@@ -840,6 +858,15 @@ impl Parser<'_, '_> {
 
     /// An extglob group whose `(` is at the cursor.
     fn extglob(&mut self, scope: ScopeId) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.extglob_inner(scope);
+        self.leave();
+        f
+    }
+
+    fn extglob_inner(&mut self, scope: ScopeId) -> Found {
         let mut found = Found::default();
         let mut depth = 0usize;
         let mut sink = None;
