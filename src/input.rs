@@ -90,7 +90,7 @@ struct UpdateDocument {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// Not JSON, or JSON of the wrong shape.
-    #[error("invalid input JSON at line {line} column {column} ({category})")]
+    #[error("invalid JSON at line {line} column {column} ({category})")]
     Json {
         /// 1-based line.
         line: usize,
@@ -139,7 +139,10 @@ pub fn json_error(e: &serde_json::Error) -> InputError {
 }
 
 /// Parse a create or update query-variables document into its custom manager input.
+///
+/// A leading UTF-8 byte-order mark is ignored.
 pub fn parse_query_variables(text: &str) -> Result<CustomSecretManagerInput, InputError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Syntax first, so a broken document gets a position rather than "wrong shape".
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| json_error(&e))?;
     let is_create = value.get("secretManagerInput").is_some();
@@ -211,6 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let update =
+            "\u{feff}{\"input\": {\"secretManagerId\": \"x\", \"secretManagerType\": \"CUSTOM\",
+            \"customSecretManagerInput\": {\"host\": \"h\"}}}";
+        assert_eq!(
+            parse_query_variables(update).unwrap().host.as_deref(),
+            Some("h")
+        );
+        let connector = "\u{feff}{\"sshAuthentication\": {\"userName\": \"u\",
+            \"sshAuthenticationMethod\": {\"sshCredentialType\": \"PASSWORD\",
+            \"serverPassword\": {\"passwordSecretId\": \"pw\"}}}}";
+        let c = parse_connector(connector).unwrap();
+        assert_eq!(c.secret_ids(), ["pw"]);
+    }
+
+    #[test]
     fn errors_never_quote_the_input() {
         let bad = r#"{"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {"testVariables": [{"name": "k", "value": 12345678}]}}}"#;
         let e = parse_query_variables(bad).unwrap_err().to_string();
@@ -256,6 +275,41 @@ pub struct ConnectorFile {
     /// Values for the secret ids the method names.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, SecretSource>,
+}
+
+impl ConnectorFile {
+    /// The secret ids its authentication method refers to (key text, passphrase or
+    /// password), in that order; none when the method is unknown or incomplete.
+    pub fn secret_ids(&self) -> Vec<&str> {
+        let Some(m) = self
+            .ssh_authentication
+            .as_ref()
+            .map(|a| &a.ssh_authentication_method)
+        else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        match m.ssh_credential_type.as_str() {
+            "SSH_KEY" => {
+                if let Some(k) = &m.inline_ssh_key {
+                    ids.push(k.ssh_key_secret_file_id.as_str());
+                    ids.extend(k.passphrase_secret_id.as_deref());
+                }
+            }
+            "SSH_KEY_FILE_PATH" => {
+                if let Some(k) = &m.ssh_key_file {
+                    ids.extend(k.passphrase_secret_id.as_deref());
+                }
+            }
+            "PASSWORD" => {
+                if let Some(p) = &m.server_password {
+                    ids.push(p.password_secret_id.as_str());
+                }
+            }
+            _ => {}
+        }
+        ids
+    }
 }
 
 /// Where a connector secret's value comes from.
@@ -323,8 +377,10 @@ pub struct ServerPassword {
     pub password_secret_id: String,
 }
 
-/// Parse a connector file, unwrapping `{"sshCredential": …}`.
+/// Parse a connector file, unwrapping `{"sshCredential": …}`. A leading UTF-8 byte-order
+/// mark is ignored.
 pub fn parse_connector(text: &str) -> Result<ConnectorFile, InputError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut c: ConnectorFile = serde_json::from_str(text).map_err(|e| json_error(&e))?;
     if let Some(inner) = c.ssh_credential.take() {
         let mut inner = *inner;

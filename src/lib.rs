@@ -7,7 +7,10 @@
 //! - [`mask`]: masking of values in script output, and capped log capture.
 //! - [`exec`]: the executor trait, the shared bash wrapper, retries; `exec::local` runs
 //!   scripts on this host, `exec::ssh` on a target host.
-//! - [`input`]: the seed's GraphQL query-variable shapes, as `test-run --input` reads them.
+//! - [`input`]: the seed's GraphQL query-variable shapes, as `test-run --input` reads them,
+//!   and connector files.
+//! - [`task`]: one task prepared the same way for the CLI, the agent and the control plane
+//!   (bounds, one masker, rendering, the target), and run on shared executors.
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
 pub mod cli;
@@ -16,6 +19,7 @@ pub mod exec;
 pub mod input;
 pub mod mask;
 pub mod secret;
+pub mod task;
 pub mod template;
 
 pub use error::{ErrorKind, Kind};

@@ -1,8 +1,5 @@
-//! The `csm-agent` binary: parse arguments, set up logging, run the command, exit with its code.
-
-use clap::Parser;
+//! The `csm-agent` binary: parse arguments, run the command, exit with its code.
 
 fn main() {
-    let cli = csm_agent::cli::Cli::parse();
-    std::process::exit(csm_agent::cli::main(cli));
+    std::process::exit(csm_agent::cli::main_from(std::env::args_os()));
 }

@@ -63,10 +63,12 @@ impl Default for Limits {
 }
 
 /// One secret fetch, ready to run: the rendered script and where and how to run it.
-#[derive(Debug)]
+/// Cloning is cheap: the script and the masker are shared.
+#[derive(Debug, Clone)]
 pub struct Job {
-    /// The rendered script, values bound.
-    pub script: RenderedScript,
+    /// The rendered script, values bound. Shared, so that an attempt cut short by the task
+    /// deadline can run as a copy of the job with a shorter timeout.
+    pub script: Arc<RenderedScript>,
     /// The working directory on the host that runs the script.
     pub command_path: String,
     /// Per-attempt deadline.
@@ -90,7 +92,7 @@ impl Job {
             values.iter().map(|(_, v)| v.expose_secret()),
         ));
         Job {
-            script,
+            script: Arc::new(script),
             command_path: command_path.into(),
             timeout,
             limits: Limits::default(),
@@ -154,6 +156,9 @@ pub enum ExecError {
     /// SSH connection, authentication or host-key failure.
     #[error(transparent)]
     Ssh(#[from] ssh::SshError),
+    /// The task's deadline had passed before the first attempt could start.
+    #[error("the task's deadline passed before the script could start")]
+    DeadlinePassed,
 }
 
 fn fmt_tail(tail: &str) -> String {
@@ -181,7 +186,7 @@ impl Kind for ExecError {
                 ErrorKind::ScriptFailed
             }
             ExecError::EmptySecret => ErrorKind::EmptySecret,
-            ExecError::Timeout { .. } => ErrorKind::Timeout,
+            ExecError::Timeout { .. } | ExecError::DeadlinePassed => ErrorKind::Timeout,
             ExecError::Cancelled => ErrorKind::Cancelled,
             ExecError::Unsupported(_) => ErrorKind::Unsupported,
             ExecError::Io { .. } => ErrorKind::Internal,
@@ -265,12 +270,17 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The least time a retry must have left, after its pause, before the task deadline (or
+/// the per-attempt timeout, when that is shorter). A retry that could only run for less is
+/// not started: the task ends at once with the last error.
+pub const MIN_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
 /// The end of a task: the secret or the last error, with the last attempt's logs.
 #[derive(Debug)]
 pub struct Outcome {
     /// The secret, or why there is none.
     pub result: Result<SecretBytes, ExecError>,
-    /// Attempts made.
+    /// Attempts made: 0 only when the task deadline had passed before the first one.
     pub attempts: u32,
     /// Wall time across all attempts.
     pub elapsed: Duration,
@@ -280,50 +290,108 @@ pub struct Outcome {
     pub stderr: CapturedLog,
 }
 
-/// Run `job` on `executor` with retries, and turn the wrapper's report into a result.
-///
-/// Only retryable kinds are retried (see [`ErrorKind::retryable`]); `empty_secret` is
-/// final, as in Harness.
+/// Run `job` on `executor` with retries and no task deadline; see [`run_until`].
 pub async fn run(
     executor: &dyn Executor,
     job: &Job,
     policy: &RetryPolicy,
     cancel: &CancellationToken,
 ) -> Outcome {
+    run_until(executor, job, policy, None, cancel).await
+}
+
+/// Run `job` on `executor` with retries, within an optional whole-task `deadline`, and turn
+/// the wrapper's report into a result.
+///
+/// Only retryable kinds are retried (see [`ErrorKind::retryable`]); `empty_secret` is
+/// final, as in Harness. With a deadline:
+/// - an attempt never runs past it: its timeout is the smaller of `job.timeout` and the
+///   time left;
+/// - a retry starts only if, after its pause, at least the smaller of `job.timeout` and
+///   [`MIN_RETRY_WINDOW`] is left. Otherwise the task ends at once with the last attempt's
+///   error, rather than pausing towards a deadline it cannot use;
+/// - a deadline that has already passed makes no attempt at all:
+///   [`ExecError::DeadlinePassed`] (kind `timeout`), with `attempts: 0`.
+pub async fn run_until(
+    executor: &dyn Executor,
+    job: &Job,
+    policy: &RetryPolicy,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Outcome {
     let start = Instant::now();
     let attempts = policy.attempts.max(1);
+    let outcome = |result, attempts, stdout, stderr| Outcome {
+        result,
+        attempts,
+        elapsed: start.elapsed(),
+        stdout,
+        stderr,
+    };
     let mut n = 0;
     loop {
+        // An attempt cut short by the deadline runs as a copy of the job with less time.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let shortened;
+        let this = match left {
+            Some(left) if left.is_zero() => {
+                let (stdout, stderr) = Default::default();
+                return outcome(Err(ExecError::DeadlinePassed), n, stdout, stderr);
+            }
+            Some(left) if left < job.timeout => {
+                shortened = Job {
+                    timeout: left,
+                    ..job.clone()
+                };
+                &shortened
+            }
+            _ => job,
+        };
         n += 1;
-        let attempt = executor.execute(job, cancel.clone()).await;
-        let (result, stdout, stderr) = interpret(job, attempt);
+        let attempt = executor.execute(this, cancel.clone()).await;
+        let (result, stdout, stderr) = interpret(this, attempt);
         let again = match &result {
             Err(e) => n < attempts && e.kind().retryable() && !cancel.is_cancelled(),
             Ok(_) => false,
         };
         if !again {
-            return Outcome {
-                result,
-                attempts: n,
-                elapsed: start.elapsed(),
-                stdout,
-                stderr,
-            };
+            return outcome(result, n, stdout, stderr);
+        }
+        // Whether a retry after a pause of `pause` would still have a useful window.
+        let window = job
+            .timeout
+            .clamp(Duration::from_millis(1), MIN_RETRY_WINDOW);
+        let fits = |pause: Duration| {
+            deadline.map_or(true, |d| {
+                d.saturating_duration_since(Instant::now()) >= pause.saturating_add(window)
+            })
+        };
+        if !fits(policy.delay) {
+            if let Err(e) = &result {
+                tracing::info!(attempt = n, kind = %e.kind(), "attempt failed; no time left for a retry");
+            }
+            return outcome(result, n, stdout, stderr);
         }
         if let Err(e) = &result {
             tracing::info!(attempt = n, kind = %e.kind(), "attempt failed; retrying");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(policy.delay) => {}
-            _ = cancel.cancelled() => {
-                return Outcome {
-                    result: Err(ExecError::Cancelled),
-                    attempts: n,
-                    elapsed: start.elapsed(),
-                    stdout,
-                    stderr,
-                };
+        // The check above keeps the pause inside the deadline; the deadline bounds it anyway.
+        let pause = match deadline {
+            Some(d) => {
+                let d = tokio::time::Instant::from_std(d);
+                let end = tokio::time::Instant::now().checked_add(policy.delay);
+                tokio::time::sleep_until(end.map_or(d, |e| e.min(d)))
             }
+            None => tokio::time::sleep(policy.delay),
+        };
+        tokio::select! {
+            _ = pause => {}
+            _ = cancel.cancelled() => {
+                return outcome(Err(ExecError::Cancelled), n, stdout, stderr);
+            }
+        }
+        if !fits(Duration::ZERO) {
+            return outcome(result, n, stdout, stderr);
         }
     }
 }

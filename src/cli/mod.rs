@@ -1,0 +1,83 @@
+//! The command line: the clap definitions of `csm-agent` and its subcommands, and dispatch.
+//!
+//! Each subcommand lives in its own module and writes to given streams, returning the exit
+//! code ([`ErrorKind::exit_code`] for failures). A command line clap refuses is reported
+//! like any other failure: `invalid_input`, exit 2, and never an argument's value
+//! (`cli/arg_error.rs`).
+
+mod arg_error;
+mod files;
+pub mod test_run;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::ErrorKind;
+pub use test_run::{SshArgs, TestRunArgs};
+
+/// csm-agent: run Custom Secrets Manager scripts safely.
+#[derive(Debug, Parser)]
+#[command(name = "csm-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// Log verbosity for the agent's own diagnostics (never values): error, warn, info, debug.
+    #[arg(long, global = true, default_value = "warn", env = "CSM_LOG")]
+    pub log: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one template by hand, locally or over SSH.
+    TestRun(TestRunArgs),
+}
+
+/// Parse `args` (the program name first) and run the command; returns the exit code.
+pub fn main_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => main(cli),
+        Err(e) => arg_error::report(&e, arg_error::wants_json(&args)),
+    }
+}
+
+/// Run a parsed command line and return the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    init_logging(&cli.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[internal]: cannot start the runtime: {e}");
+            return ErrorKind::Internal.exit_code();
+        }
+    };
+    rt.block_on(async {
+        match &cli.command {
+            Command::TestRun(args) => {
+                let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+                test_run::test_run(args, &mut out, &mut err).await
+            }
+        }
+    })
+}
+
+/// Diagnostics go to stderr. They carry kinds, names and timings, never values.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
