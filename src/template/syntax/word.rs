@@ -78,7 +78,9 @@ impl Parser<'_, '_> {
 
     /// Read one word at the cursor into a new word scope under `parent`.
     pub(crate) fn word(&mut self, parent: ScopeId, opts: WordOpts) -> Option<WordInfo> {
-        if !self.word_starts() {
+        // After a failure nothing is consumed any more: report no word, so that every loop
+        // that reads words ends.
+        if self.failed() || !self.word_starts() {
             return None;
         }
         let scope = self
