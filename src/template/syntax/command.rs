@@ -164,8 +164,15 @@ impl Parser<'_, '_> {
                     _ => {}
                 }
             }
+            let before = self.pos;
             self.and_or(parent);
             if self.failed() {
+                return;
+            }
+            if self.pos == before {
+                // Every step consumes text; a step that did not is a parser bug. Refuse
+                // rather than loop.
+                self.distrust("the renderer's parser made no progress here");
                 return;
             }
             self.skip_blanks_and_comment();
@@ -444,13 +451,11 @@ impl Parser<'_, '_> {
         if self.take_reserved(b"in") {
             loop {
                 self.skip_blanks();
-                if !self.word_starts() {
+                let Some(w) = self.word(scope, WordOpts::default()) else {
                     break;
-                }
-                if let Some(w) = self.word(scope, WordOpts::default()) {
-                    self.out
-                        .set_role(w.scope, Role::LoopWord { var: var.clone() });
-                }
+                };
+                self.out
+                    .set_role(w.scope, Role::LoopWord { var: var.clone() });
             }
             self.skip_blanks_and_comment();
             match self.peek() {

@@ -60,3 +60,17 @@ fn unusual_constructs_are_distrusted() {
         assert!(syn.unsure.is_some(), "{s}");
     }
 }
+
+#[test]
+fn a_failure_inside_a_word_loop_ends_the_parse() {
+    // Found by the fuzzer: `for` with a bad name used to loop forever reading no words.
+    for s in [
+        "for 7 in c",
+        "'';for 7 in 7",
+        "for 7 in c d e; do :; done",
+        "case x in 7) for 8 in; esac",
+    ] {
+        let syn = parse(s.as_bytes());
+        assert!(syn.unsure.is_some(), "{s}");
+    }
+}

@@ -78,7 +78,9 @@ impl Parser<'_, '_> {
 
     /// Read one word at the cursor into a new word scope under `parent`.
     pub(crate) fn word(&mut self, parent: ScopeId, opts: WordOpts) -> Option<WordInfo> {
-        if !self.word_starts() {
+        // After a failure nothing is consumed any more: report no word, so that every loop
+        // that reads words ends.
+        if self.failed() || !self.word_starts() {
             return None;
         }
         let scope = self
@@ -369,6 +371,15 @@ impl Parser<'_, '_> {
 
     /// `"…"` at the cursor.
     pub(crate) fn double_quoted(&mut self, scope: ScopeId, lit: &mut Option<Vec<u8>>) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.double_quoted_inner(scope, lit);
+        self.leave();
+        f
+    }
+
+    fn double_quoted_inner(&mut self, scope: ScopeId, lit: &mut Option<Vec<u8>>) -> Found {
         let mut found = Found::default();
         self.pos += 1;
         while let Some(c) = self.peek() {
@@ -516,6 +527,15 @@ impl Parser<'_, '_> {
 
     /// `${…}` whose `$` is at the cursor. `dq`: inside double quotes.
     fn param(&mut self, scope: ScopeId, dq: bool) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.param_inner(scope, dq);
+        self.leave();
+        f
+    }
+
+    fn param_inner(&mut self, scope: ScopeId, dq: bool) -> Found {
         let mut found = Found::default();
         self.pos += 2;
         let mut indirect = false;
@@ -840,6 +860,15 @@ impl Parser<'_, '_> {
 
     /// An extglob group whose `(` is at the cursor.
     fn extglob(&mut self, scope: ScopeId) -> Found {
+        if !self.enter() {
+            return Found::default();
+        }
+        let f = self.extglob_inner(scope);
+        self.leave();
+        f
+    }
+
+    fn extglob_inner(&mut self, scope: ScopeId) -> Found {
         let mut found = Found::default();
         let mut depth = 0usize;
         let mut sink = None;
