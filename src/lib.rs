@@ -8,6 +8,7 @@
 //! - [`exec`]: the executor trait, the shared bash wrapper, retries; `exec::local` runs
 //!   scripts on this host, `exec::ssh` on a target host.
 //! - [`input`]: the seed's GraphQL query-variable shapes, as `test-run --input` reads them.
+//! - [`protocol`]: the agent ↔ manager wire protocol (messages, versions, framing).
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod exec;
 pub mod input;
 pub mod mask;
+pub mod protocol;
 pub mod secret;
 pub mod template;
 
