@@ -11,10 +11,12 @@
 //! - [`protocol`]: the agent ↔ manager wire protocol (messages, versions, framing).
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
+pub mod agent;
 pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod input;
+pub mod manager;
 pub mod mask;
 pub mod protocol;
 pub mod secret;

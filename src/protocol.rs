@@ -331,7 +331,11 @@ pub struct Task {
 
 /// Where a task runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Target {
     /// On the agent's host.
     Local {
@@ -377,7 +381,11 @@ impl SshSpec {
 
 /// SSH credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum SshCredentials {
     /// An inline private key.
     Key {
@@ -655,8 +663,10 @@ mod tests {
         assert!(!e.to_string().contains("SECRETISH"), "{e}");
         let e = decode::<AgentMessage>("{not json SECRETISH").unwrap_err();
         assert!(!e.to_string().contains("SECRETISH"), "{e}");
-        let e = decode::<ManagerMessage>(r#"{"type":"task","variables":{"x":{"base64":"!!SECRETISH"}}}"#)
-            .unwrap_err();
+        let e = decode::<ManagerMessage>(
+            r#"{"type":"task","variables":{"x":{"base64":"!!SECRETISH"}}}"#,
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("SECRETISH"), "{e}");
     }
 
@@ -680,7 +690,10 @@ mod tests {
 
     #[test]
     fn selectors_are_trimmed_and_lowercased() {
-        assert_eq!(normalize_selector("  GPU-Pool ").as_deref(), Some("gpu-pool"));
+        assert_eq!(
+            normalize_selector("  GPU-Pool ").as_deref(),
+            Some("gpu-pool")
+        );
         assert_eq!(normalize_selector("   "), None);
     }
 }
