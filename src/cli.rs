@@ -26,6 +26,9 @@ use crate::mask::Masker;
 use crate::secret::{secret_bytes, Variables};
 use crate::template::Template;
 
+pub mod manager;
+pub mod run;
+
 /// csm-agent: run Custom Secrets Manager scripts safely.
 #[derive(Debug, Parser)]
 #[command(name = "csm-agent", version, about, long_about = None)]
@@ -43,6 +46,10 @@ pub struct Cli {
 pub enum Command {
     /// Run one template by hand, locally or over SSH.
     TestRun(TestRunArgs),
+    /// Run the agent: connect to the manager and run its tasks.
+    Run(run::RunArgs),
+    /// Serve the agent endpoint and dispatch hub (the control plane's side).
+    Manager(manager::ManagerArgs),
 }
 
 /// `csm-agent test-run`.
@@ -575,6 +582,12 @@ fn report_failure(
 
 /// Run a parsed command line and return the process exit code.
 pub fn main(cli: Cli) -> i32 {
+    // The services set up their own logging (format) and runtime.
+    match &cli.command {
+        Command::Run(a) => return run::main(a, &cli.log),
+        Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::TestRun(_) => {}
+    }
     init_logging(&cli.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -592,6 +605,7 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run(args, &mut out, &mut err).await
             }
+            Command::Run(_) | Command::Manager(_) => ErrorKind::Internal.exit_code(),
         }
     })
 }

@@ -8,11 +8,15 @@
 //! - [`exec`]: the executor trait, the shared bash wrapper, retries; `exec::local` runs
 //!   scripts on this host, `exec::ssh` on a target host.
 //! - [`input`]: the seed's GraphQL query-variable shapes, as `test-run --input` reads them.
+//! - [`agent`]: the long-running agent (`csm-agent run`): connection, outbox, policy.
+//! - [`manager`]: the control plane's agent endpoint and dispatch hub.
+//! - [`config`]: the agent's configuration (TOML, `CSM_*` environment, flags).
 //! - [`protocol`]: the agent ↔ manager wire protocol (messages, versions, framing).
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod exec;
 pub mod input;
