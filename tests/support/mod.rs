@@ -2,6 +2,7 @@
 //!
 //! - [`sshd`]: a real OpenSSH `sshd` on a free 127.0.0.1 port, with generated keys.
 //! - [`skip`]: loud skips that fail under CI.
+//! - [`agentnet`]: an in-process manager, real agent processes, hand-driven WebSocket peers.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
@@ -9,3 +10,4 @@
 
 pub mod skip;
 pub mod sshd;
+pub mod agentnet;
