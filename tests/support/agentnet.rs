@@ -545,3 +545,194 @@ pub fn leaks<'a>(haystack: &str, needles: &[&'a str]) -> Vec<&'a str> {
         .filter(|n| haystack.contains(n))
         .collect()
 }
+
+/// A hand-driven manager: a loopback WebSocket server that real agents connect to.
+pub struct FakeManager {
+    listener: tokio::net::TcpListener,
+    /// The base URL for agents.
+    pub url: String,
+    /// The token it accepts.
+    pub token: String,
+    /// Temp dir with the token file.
+    pub dir: tempfile::TempDir,
+}
+
+/// One accepted agent session on a [`FakeManager`].
+pub struct ManagerConn {
+    /// The socket.
+    pub ws: WebSocketStream<TcpStream>,
+    /// The agent's hello.
+    pub hello: Hello,
+}
+
+impl FakeManager {
+    /// Listen on 127.0.0.1:0.
+    pub async fn start() -> FakeManager {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let token = random_token("fake-token");
+        std::fs::write(dir.path().join("token"), &token).unwrap();
+        FakeManager {
+            listener,
+            url,
+            token,
+            dir,
+        }
+    }
+
+    /// The token file for agents.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    /// Accept the next agent, check its token, read its hello, send welcome.
+    pub async fn accept(&self, heartbeat_ms: u64) -> ManagerConn {
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        let (tcp, _) = within("an agent to connect", self.listener.accept())
+            .await
+            .unwrap();
+        let want = format!("Bearer {}", self.token);
+        let check = move |req: &Request, resp: Response| {
+            let ok = req
+                .headers()
+                .get("authorization")
+                .is_some_and(|v| v.as_bytes() == want.as_bytes());
+            assert!(ok, "the agent sent the wrong token");
+            Ok(resp)
+        };
+        let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        cfg.max_message_size = Some(64 << 20);
+        cfg.max_frame_size = Some(64 << 20);
+        let ws = tokio_tungstenite::accept_hdr_async_with_config(tcp, check, Some(cfg))
+            .await
+            .unwrap();
+        let mut c = ManagerConn {
+            ws,
+            hello: hello("", "", &[], 0),
+        };
+        match c.recv().await {
+            Some(AgentMessage::Hello(h)) => c.hello = h,
+            other => panic!("expected hello, got {other:?}"),
+        }
+        c.send(&ManagerMessage::Welcome(protocol::Welcome {
+            session_id: "s".into(),
+            protocol_version: 1,
+            heartbeat_ms,
+        }))
+        .await;
+        c
+    }
+}
+
+impl ManagerConn {
+    /// Send a message.
+    pub async fn send(&mut self, m: &ManagerMessage) {
+        self.ws
+            .send(Message::Text(protocol::encode(m).into()))
+            .await
+            .unwrap();
+    }
+
+    /// Send raw text.
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::Text(t.into())).await.unwrap();
+    }
+
+    /// The next protocol message, answering pings and skipping pongs; `None` at the end.
+    pub async fn recv(&mut self) -> Option<AgentMessage> {
+        loop {
+            let m = within("a frame from the agent", self.ws.next()).await?;
+            match m {
+                Ok(Message::Text(t)) => {
+                    let m: AgentMessage = protocol::decode(t.as_str()).unwrap();
+                    match m {
+                        AgentMessage::Ping {} => self.send(&ManagerMessage::Pong {}).await,
+                        AgentMessage::Pong {} => {}
+                        m => return Some(m),
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next message that is not `accepted`.
+    pub async fn recv_not_accepted(&mut self) -> Option<AgentMessage> {
+        loop {
+            match self.recv().await {
+                Some(AgentMessage::Accepted { .. }) => {}
+                m => return m,
+            }
+        }
+    }
+
+    /// The close code the agent ended with (`None`: no close frame).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match within("the agent to close", self.ws.next()).await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// A protocol task running `script` locally with `vars`.
+pub fn proto_task(id: &str, script: &str, vars: &[(&str, &str)]) -> protocol::Task {
+    protocol::Task {
+        id: id.into(),
+        kind: TaskKind::Fetch,
+        attempt: 1,
+        deadline_ms: 20_000,
+        template: TemplateSpec {
+            name: None,
+            script_string: script.into(),
+            variables: vars.iter().map(|(n, _)| n.to_string()).collect(),
+            timeout_millis: None,
+        },
+        variables: vars
+            .iter()
+            .map(|(n, v)| (n.to_string(), WireSecret::from_vec(v.as_bytes().to_vec())))
+            .collect(),
+        secrets: BTreeMap::new(),
+        target: Target::Local { command_path: None },
+        retry: None,
+    }
+}
+
+/// Whether any live (non-zombie) process is in process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" && f[0] != "X" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Wait (polling /proc, bounded by [`PATIENCE`]) until process group `pgid` has no live
+/// process. SIGKILL is asynchronous, so a check right after it may still see the group.
+pub async fn group_gone(pgid: i32) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while group_alive(pgid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
