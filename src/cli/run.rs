@@ -55,9 +55,12 @@ pub struct RunArgs {
 pub(crate) fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -132,6 +135,7 @@ pub fn main(args: &RunArgs, log: &str) -> i32 {
         if let Some(addr) = loaded.metrics_listen {
             match agent::metrics::bind(addr).await {
                 Ok(l) => {
+                    let addr = l.local_addr().unwrap_or(addr);
                     tracing::info!(%addr, "serving /healthz and /metrics");
                     tokio::spawn(agent::metrics::serve(l, metrics));
                 }
