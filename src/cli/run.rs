@@ -51,10 +51,41 @@ pub struct RunArgs {
     pub metrics_listen: Option<String>,
 }
 
+/// Libraries that log whole frames or requests at trace level (tungstenite logs every
+/// message it receives and the client's handshake request, token included). Whatever the
+/// operator asks for, they are capped at `info`.
+const CAPPED: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "axum",
+    "rustls",
+    "tokio_rustls",
+];
+
+/// The filter directives for `level`, with [`CAPPED`] libraries held at `info`.
+pub(crate) fn filter_directives(level: &str) -> String {
+    let mut out: Vec<String> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or("");
+            !CAPPED
+                .iter()
+                .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+        })
+        .map(String::from)
+        .collect();
+    out.extend(CAPPED.iter().map(|c| format!("{c}=info")));
+    out.join(",")
+}
+
 /// Logs go to stderr, human or JSON. Fields carry ids, kinds, counts and timings only.
 pub(crate) fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter_directives(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_directives("info")));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -156,4 +187,19 @@ pub fn main(args: &RunArgs, log: &str) -> i32 {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_dumping_libraries_are_capped_whatever_is_asked() {
+        let d = filter_directives("trace,tungstenite=trace,tokio_tungstenite::x=debug,csm_agent=debug");
+        assert!(!d.contains("tungstenite=trace"), "{d}");
+        assert!(!d.contains("tokio_tungstenite::x"), "{d}");
+        assert!(d.starts_with("trace,csm_agent=debug,"), "{d}");
+        assert!(d.contains("tungstenite=info") && d.contains("hyper=info"), "{d}");
+        assert!(tracing_subscriber::EnvFilter::try_new(&d).is_ok());
+    }
 }
