@@ -21,10 +21,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
-fn submit(m: &TestManager, script: &str, selectors: &[&str]) -> JoinHandle<Result<TaskOutcome, HubError>> {
+fn submit(
+    m: &TestManager,
+    script: &str,
+    selectors: &[&str],
+) -> JoinHandle<Result<TaskOutcome, HubError>> {
     let hub = m.hub.clone();
     let req = task(script, &[("v", "fault-value")], selectors, PATIENCE);
     tokio::spawn(async move { hub.submit(req).await })
@@ -72,8 +79,10 @@ async fn killing_the_control_plane_mid_task_loses_nothing() {
 
     // Crash the control plane while the script runs.
     m.kill().await;
-    m.wait_until("the hub to see the agent gone", |a| a.iter().all(|a| !a.connected))
-        .await;
+    m.wait_until("the hub to see the agent gone", |a| {
+        a.iter().all(|a| !a.connected)
+    })
+    .await;
     // The script finishes while no manager is up: the result waits in the agent's memory.
     write_fifo_line(&hold, "go").await;
     read_fifo_line(&done).await;
@@ -117,7 +126,11 @@ async fn killing_an_agent_mid_task_redispatches_to_another() {
         .find(|a| a.assigned == 1)
         .expect("an agent holds the task")
         .name;
-    let (dead, alive) = if victim == "one" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (dead, alive) = if victim == "one" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     dead.kill();
 
     let outcome = within("the outcome", pending).await.unwrap().unwrap();
@@ -154,11 +167,20 @@ impl Proxy {
         let stall_upto = Arc::new(AtomicU64::new(0));
         let next_id = Arc::new(AtomicU64::new(0));
         let cuts = Arc::new(AtomicU64::new(0));
-        let (m, s, n, c) = (mode.clone(), stall_upto.clone(), next_id.clone(), cuts.clone());
+        let (m, s, n, c) = (
+            mode.clone(),
+            stall_upto.clone(),
+            next_id.clone(),
+            cuts.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
-                let Ok((down, _)) = l.accept().await else { return };
-                let Ok(up) = TcpStream::connect(upstream).await else { continue };
+                let Ok((down, _)) = l.accept().await else {
+                    return;
+                };
+                let Ok(up) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let id = n.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::spawn(pipe(down, up, id, m.clone(), s.clone(), c.clone()));
             }
@@ -230,7 +252,9 @@ async fn pipe(
         }
         pending.extend_from_slice(&buf[..n]);
         if !in_frames {
-            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
             let head: Vec<u8> = pending.drain(..end + 4).collect();
             if uw.write_all(&head).await.is_err() {
                 break;
@@ -296,10 +320,21 @@ async fn a_result_cut_mid_frame_is_delivered_after_reconnect() {
     m.wait_connected("cut").await;
     proxy.mode.store(CUT_RESULT, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    let pending = submit(&m, &format!("echo run >> {}/count; secret=\"cut-${{v}}\"", dir.path().display()), &[]);
+    let pending = submit(
+        &m,
+        &format!(
+            "echo run >> {}/count; secret=\"cut-${{v}}\"",
+            dir.path().display()
+        ),
+        &[],
+    );
     let outcome = within("the outcome", pending).await.unwrap().unwrap();
     assert_eq!(value(&outcome), "cut-fault-value");
-    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut a result frame");
+    assert_eq!(
+        proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the proxy cut a result frame"
+    );
     assert_eq!(outcome.dispatches, 1);
     assert_eq!(lines(&dir.path().join("count")), 1);
     assert_eq!(m.hub.agents()[0].sessions, 2);

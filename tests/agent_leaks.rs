@@ -22,12 +22,24 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
     let password = random_token("SSHPASSWORD");
     let junk = random_token("JUNKFRAME");
     let wrong_token = random_token("WRONGTOKEN");
-    let reversed: String = value.chars().rev().collect();
+    // The script returns the value through `tr` (coreutils), so the secret that comes back
+    // is a string that never went in.
+    let rot = |c: char| match c {
+        'A'..='Z' => (((c as u8 - b'A') + 13) % 26 + b'A') as char,
+        'a'..='z' => (((c as u8 - b'a') + 13) % 26 + b'a') as char,
+        '0'..='9' => (((c as u8 - b'0') + 5) % 10 + b'0') as char,
+        c => c,
+    };
+    let derived: String = value.chars().map(rot).collect();
 
     let mut agents = Vec::new();
     for (name, log, format) in [
         ("leak-debug", "debug", "human"),
-        ("leak-trace", "trace,tungstenite=trace,tokio_tungstenite=trace", "human"),
+        (
+            "leak-trace",
+            "trace,tungstenite=trace,tokio_tungstenite=trace",
+            "human",
+        ),
         ("leak-json", "debug", "json"),
     ] {
         let mut o = AgentOpts::named(name);
@@ -44,7 +56,7 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
     for name in ["leak-debug", "leak-trace", "leak-json"] {
         // Success: the value goes in, a value derived from it comes back.
         let mut t = task(
-            "secret=$(printf %s \"${v}\" | rev)\necho \"looked up ${secrets.getValue(\"db\")}\"",
+            "secret=$(printf %s \"${v}\" | tr A-Za-z0-9 N-ZA-Mn-za-m5-90-4)\necho \"looked up ${secrets.getValue(\"db\")}\"",
             &[("v", &value)],
             &[name],
             PATIENCE,
@@ -54,7 +66,7 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
             WireSecret::from_vec(stored.as_bytes().to_vec()),
         )]);
         let o = m.hub.submit(t).await.unwrap();
-        assert_eq!(o.result.unwrap().expose_secret(), reversed.as_bytes());
+        assert_eq!(o.result.unwrap().expose_secret(), derived.as_bytes());
 
         // Failure: the script prints the value and fails; the message is masked.
         let t = task(
@@ -84,9 +96,13 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
     }
     // A malformed frame carrying a marker, to the manager.
     let mut fake = FakeAgent::join(&m, hello("id-junk", "junk", &[], 1)).await;
-    fake.send_text(&format!("{{\"type\":\"result\",\"id\":{junk}}}")).await;
+    fake.send_text(&format!("{{\"type\":\"result\",\"id\":{junk}}}"))
+        .await;
     fake.send(&csm_agent::protocol::AgentMessage::Ping {}).await;
-    while !matches!(fake.recv().await, Some(csm_agent::protocol::ManagerMessage::Pong {})) {}
+    while !matches!(
+        fake.recv().await,
+        Some(csm_agent::protocol::ManagerMessage::Pong {})
+    ) {}
 
     let refused_line = {
         let deadline = std::time::Instant::now() + PATIENCE;
@@ -102,7 +118,7 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
 
     let needles = [
         value.as_str(),
-        reversed.as_str(),
+        derived.as_str(),
         stored.as_str(),
         password.as_str(),
         junk.as_str(),
@@ -115,10 +131,17 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
 
     let mgr = String::from_utf8(manager_logs.lock().unwrap().clone()).unwrap();
     // Positive controls: the manager's debug lines about these very tasks were captured.
-    assert!(mgr.contains("DEBUG") && mgr.contains("task dispatched"), "{mgr}");
+    assert!(
+        mgr.contains("DEBUG") && mgr.contains("task dispatched"),
+        "{mgr}"
+    );
     assert!(mgr.contains("malformed frame"), "{mgr}");
     assert!(mgr.contains("wrong token"), "{mgr}");
-    assert_eq!(leaks(&mgr, &needles), Vec::<&str>::new(), "manager log leaks");
+    assert_eq!(
+        leaks(&mgr, &needles),
+        Vec::<&str>::new(),
+        "manager log leaks"
+    );
 
     for a in &agents {
         let l = a.logs();
@@ -128,7 +151,12 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
             a.name
         );
         assert!(l.contains("refused by policy"), "{l}");
-        assert_eq!(leaks(&l, &needles), Vec::<&str>::new(), "{} log leaks:\n{l}", a.name);
+        assert_eq!(
+            leaks(&l, &needles),
+            Vec::<&str>::new(),
+            "{} log leaks:\n{l}",
+            a.name
+        );
         // Never in argv either.
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", a.pid())).unwrap();
         assert_eq!(
@@ -136,6 +164,9 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
             Vec::<&str>::new()
         );
     }
-    assert!(agents[2].logs().lines().any(|l| l.starts_with('{')), "JSON lines");
+    assert!(
+        agents[2].logs().lines().any(|l| l.starts_with('{')),
+        "JSON lines"
+    );
     assert_eq!(leaks(&refused_line, &needles), Vec::<&str>::new());
 }

@@ -32,13 +32,21 @@ async fn a_thousand_tasks_through_one_agent() {
         let hub = m.hub.clone();
         let v = format!("value-{i:04}");
         pending.push(tokio::spawn(async move {
-            let req = task("secret=\"r-${v}\"", &[("v", &v)], &[], Duration::from_secs(120));
+            let req = task(
+                "secret=\"r-${v}\"",
+                &[("v", &v)],
+                &[],
+                Duration::from_secs(120),
+            );
             hub.submit(req).await
         }));
     }
-    let all = tokio::time::timeout(Duration::from_secs(180), futures_util::future::join_all(pending))
-        .await
-        .expect("1,000 tasks finish");
+    let all = tokio::time::timeout(
+        Duration::from_secs(180),
+        futures_util::future::join_all(pending),
+    )
+    .await
+    .expect("1,000 tasks finish");
     for (i, r) in all.into_iter().enumerate() {
         let o = r.unwrap().unwrap_or_else(|e| panic!("task {i}: {e}"));
         let v = o.result.unwrap_or_else(|e| panic!("task {i}: {e}"));
@@ -64,14 +72,20 @@ async fn sigterm_drains_finishes_delivers_and_exits_zero() {
     );
     let hub = m.hub.clone();
     let running = tokio::spawn(async move {
-        hub.submit(task(&script, &[("v", "ok")], &[], PATIENCE)).await
+        hub.submit(task(&script, &[("v", "ok")], &[], PATIENCE))
+            .await
     });
     read_fifo_line(&started).await;
 
     agent.signal(Signal::SIGTERM);
-    m.wait_until("the agent to drain", |a| a.iter().any(|a| a.draining)).await;
+    m.wait_until("the agent to drain", |a| a.iter().any(|a| a.draining))
+        .await;
     // Nothing new goes to a draining agent.
-    match m.hub.submit(task("secret=x", &[], &["drainer"], PATIENCE)).await {
+    match m
+        .hub
+        .submit(task("secret=x", &[], &["drainer"], PATIENCE))
+        .await
+    {
         Err(HubError::NoAgent(_)) => {}
         other => panic!("expected no_agent, got {other:?}"),
     }
@@ -90,20 +104,34 @@ async fn sigterm_then(second: Signal) {
     m.wait_connected("stopper").await;
     let dir = tempfile::tempdir().unwrap();
     let started = fifo(dir.path(), "started");
-    let script = format!("echo $$ > {}; sleep 600 & wait; secret=x", started.display());
+    let script = format!(
+        "echo $$ > {}; sleep 600 & wait; secret=x",
+        started.display()
+    );
     let hub = m.hub.clone();
     let running = tokio::spawn(async move { hub.submit(task(&script, &[], &[], PATIENCE)).await });
     let pgid: i32 = read_fifo_line(&started).await.parse().unwrap();
     if second == Signal::SIGTERM {
         agent.signal(Signal::SIGTERM);
-        m.wait_until("the agent to drain", |a| a.iter().any(|a| a.draining)).await;
+        m.wait_until("the agent to drain", |a| a.iter().any(|a| a.draining))
+            .await;
     }
     agent.signal(second);
     let code = agent.wait_exit().await;
-    assert!(group_gone(pgid).await, "the running script's process group survived");
-    let o = within("the cancelled task", running).await.unwrap().unwrap();
+    assert!(
+        group_gone(pgid).await,
+        "the running script's process group survived"
+    );
+    let o = within("the cancelled task", running)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(o.result.unwrap_err().kind, ErrorKind::Cancelled);
-    assert_eq!(code, Some(0), "the cancelled result was delivered before exit");
+    assert_eq!(
+        code,
+        Some(0),
+        "the cancelled result was delivered before exit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +219,10 @@ async fn log_line(agent: &AgentProc, needle: &str) -> String {
         if let Some(l) = logs.lines().find(|l| l.contains(needle)) {
             return l.to_string();
         }
-        assert!(std::time::Instant::now() < deadline, "no {needle:?} in\n{logs}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in\n{logs}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -204,17 +235,23 @@ async fn wss_with_a_custom_ca_and_a_client_certificate() {
     assert!(m.url().starts_with("https://"));
     let with_ca = |name: &str| {
         let mut o = AgentOpts::named(name);
-        o.env.push(("CSM_CA_FILE".into(), p.ca.display().to_string()));
+        o.env
+            .push(("CSM_CA_FILE".into(), p.ca.display().to_string()));
         o
     };
     let mut good = AgentProc::start(&m.url(), &m.token_file(), with_ca("tls-good"));
     m.wait_connected("tls-good").await;
-    let o = m.hub.submit(task("secret=over-tls", &[], &[], PATIENCE)).await.unwrap();
+    let o = m
+        .hub
+        .submit(task("secret=over-tls", &[], &[], PATIENCE))
+        .await
+        .unwrap();
     assert_eq!(o.result.unwrap().expose_secret(), b"over-tls");
     // Negative control: trusting only a CA that did not sign the server fails.
     let other = pki();
     let mut o = AgentOpts::named("tls-bad");
-    o.env.push(("CSM_CA_FILE".into(), other.ca.display().to_string()));
+    o.env
+        .push(("CSM_CA_FILE".into(), other.ca.display().to_string()));
     let bad = AgentProc::start(&m.url(), &m.token_file(), o);
     let line = log_line(&bad, "cannot reach the manager").await;
     assert!(line.to_lowercase().contains("certificate"), "{line}");
@@ -224,8 +261,12 @@ async fn wss_with_a_custom_ca_and_a_client_certificate() {
     // A manager that requires client certificates: the agent presents one.
     let m = TestManager::start_with(fast_hub(), Some(mtls_server(&p))).await;
     let mut o = with_ca("mtls");
-    o.env.push(("CSM_CLIENT_CERT".into(), p.client_cert.display().to_string()));
-    o.env.push(("CSM_CLIENT_KEY".into(), p.client_key.display().to_string()));
+    o.env.push((
+        "CSM_CLIENT_CERT".into(),
+        p.client_cert.display().to_string(),
+    ));
+    o.env
+        .push(("CSM_CLIENT_KEY".into(), p.client_key.display().to_string()));
     let mut mtls = AgentProc::start(&m.url(), &m.token_file(), o);
     m.wait_connected("mtls").await;
     let nocert = AgentProc::start(&m.url(), &m.token_file(), with_ca("no-cert"));
@@ -241,7 +282,9 @@ async fn http_get(addr: &str, path: &str) -> String {
         .await
         .unwrap();
     let mut out = String::new();
-    within("the HTTP response", s.read_to_string(&mut out)).await.unwrap();
+    within("the HTTP response", s.read_to_string(&mut out))
+        .await
+        .unwrap();
     out
 }
 
@@ -253,9 +296,22 @@ async fn health_and_metrics_on_loopback() {
     let mut agent = AgentProc::start(&m.url(), &m.token_file(), o);
     m.wait_connected("metered").await;
     let line = log_line(&agent, "serving /healthz and /metrics").await;
-    let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    m.hub.submit(task("secret=ok1", &[], &[], PATIENCE)).await.unwrap();
-    m.hub.submit(task("exit 3", &[], &[], PATIENCE)).await.unwrap();
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    m.hub
+        .submit(task("secret=ok1", &[], &[], PATIENCE))
+        .await
+        .unwrap();
+    m.hub
+        .submit(task("exit 3", &[], &[], PATIENCE))
+        .await
+        .unwrap();
     let health = http_get(&addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"connection\":\"connected\""), "{health}");
@@ -280,7 +336,8 @@ async fn sd_notify_ready_watchdog_and_stopping() {
     let sock_path = dir.path().join("notify");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let mut o = AgentOpts::named("notified");
-    o.env.push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+    o.env
+        .push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
     o.env.push(("WATCHDOG_USEC".into(), "100000".into()));
     let mut agent = AgentProc::start(&m.url(), &m.token_file(), o);
     let next = || async {
@@ -322,7 +379,11 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 fn configuration_errors_name_the_key_and_the_token_never_comes_from_argv() {
     let (code, err) = run_cli(
         &["run", "--manager", "http://127.0.0.1:1"],
-        &[("CSM_TOKEN", "t"), ("CSM_CAPACITY", "lots"), ("CSM_AGENT_ID", "x")],
+        &[
+            ("CSM_TOKEN", "t"),
+            ("CSM_CAPACITY", "lots"),
+            ("CSM_AGENT_ID", "x"),
+        ],
     );
     assert_eq!(code, Some(2));
     assert!(err.contains("CSM_CAPACITY"), "{err}");
@@ -330,7 +391,13 @@ fn configuration_errors_name_the_key_and_the_token_never_comes_from_argv() {
     assert_eq!(code, Some(2));
     assert!(err.contains("manager"), "{err}");
     let (code, err) = run_cli(
-        &["run", "--manager", "http://127.0.0.1:1", "--token", "argv-token"],
+        &[
+            "run",
+            "--manager",
+            "http://127.0.0.1:1",
+            "--token",
+            "argv-token",
+        ],
         &[("CSM_AGENT_ID", "x")],
     );
     assert_eq!(code, Some(2), "{err}");
@@ -367,7 +434,12 @@ async fn the_manager_binary_serves_agents_and_closes_them_on_sigterm() {
         l
     });
     let line = within("the listening line", first).await.unwrap();
-    let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(Path::new(&dir.path().join("data")).is_dir());
 
     match ws_connect(addr, Some("wrong")).await {
@@ -376,10 +448,17 @@ async fn the_manager_binary_serves_agents_and_closes_them_on_sigterm() {
     }
     let ws = ws_connect(addr, Some(&token)).await.unwrap();
     let mut a = FakeAgent { ws };
-    a.send(&AgentMessage::Hello(hello("id-m", "m", &[], 1))).await;
+    a.send(&AgentMessage::Hello(hello("id-m", "m", &[], 1)))
+        .await;
     assert!(matches!(a.recv().await, Some(ManagerMessage::Welcome(_))));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     assert_eq!(a.close_code().await, Some(1001));
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -19,12 +19,18 @@ const HEARTBEAT_MS: u64 = 5_000;
 
 fn start_agent(fm: &FakeManager, name: &str, env: &[(&str, &str)]) -> AgentProc {
     let mut o = AgentOpts::named(name);
-    o.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    o.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     AgentProc::start(&fm.url, &fm.token_file(), o)
 }
 
 fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 async fn ping_pong(c: &mut ManagerConn) {
@@ -126,27 +132,45 @@ async fn bad_frames_are_ignored_and_oversized_ones_close_the_session() {
     ] {
         c.send_text(junk).await;
     }
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![0; 8].into()))
-        .await
-        .unwrap();
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![0; 8].into(),
+    ))
+    .await
+    .unwrap();
     ping_pong(&mut c).await;
     // Still serving tasks on the same session.
-    c.send(&ManagerMessage::Task(Box::new(proto_task("t-ok", "secret=fine", &[]))))
-        .await;
+    c.send(&ManagerMessage::Task(Box::new(proto_task(
+        "t-ok",
+        "secret=fine",
+        &[],
+    ))))
+    .await;
     match c.recv_not_accepted().await {
         Some(AgentMessage::Result(r)) => assert!(r.outcome.error_kind().is_none()),
         other => panic!("{other:?}"),
     }
     // Over the limit: the agent refuses with 1009 and reconnects.
-    c.send_text(&format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(300 * 1024)))
-        .await;
+    c.send_text(&format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    ))
+    .await;
     assert_eq!(c.close_code().await, Some(protocol::CLOSE_TOO_BIG));
     let c2 = fm.accept(HEARTBEAT_MS).await;
-    assert_eq!(c2.hello.agent_id, c.hello.agent_id, "same agent id after reconnect");
+    assert_eq!(
+        c2.hello.agent_id, c.hello.agent_id,
+        "same agent id after reconnect"
+    );
     let logs = agent.logs();
     assert!(logs.contains("malformed frame"), "{logs}");
-    assert!(logs.contains("reboot_now"), "unknown types are named: {logs}");
-    assert!(!logs.contains("please"), "frame contents never logged: {logs}");
+    assert!(
+        logs.contains("reboot_now"),
+        "unknown types are named: {logs}"
+    );
+    assert!(
+        !logs.contains("please"),
+        "frame contents never logged: {logs}"
+    );
     agent.kill();
 }
 
@@ -207,8 +231,12 @@ async fn policy_refusals_never_run_the_script() {
         }
     }
     // Positive control: the pinned script runs.
-    c.send(&ManagerMessage::Task(Box::new(proto_task("p5", allowed, &[]))))
-        .await;
+    c.send(&ManagerMessage::Task(Box::new(proto_task(
+        "p5",
+        allowed,
+        &[],
+    ))))
+    .await;
     match c.recv_not_accepted().await {
         Some(AgentMessage::Result(r)) => assert!(r.outcome.error_kind().is_none(), "{r:?}"),
         other => panic!("{other:?}"),
@@ -220,8 +248,12 @@ async fn policy_refusals_never_run_the_script() {
     // Local execution off.
     let mut agent = start_agent(&fm, "nolocal", &[("CSM_POLICY_LOCAL", "false")]);
     let mut c = fm.accept(HEARTBEAT_MS).await;
-    c.send(&ManagerMessage::Task(Box::new(proto_task("l1", &evil, &[]))))
-        .await;
+    c.send(&ManagerMessage::Task(Box::new(proto_task(
+        "l1",
+        &evil,
+        &[],
+    ))))
+    .await;
     match c.recv().await {
         Some(AgentMessage::Rejected(r)) => {
             assert_eq!(r.reason, RejectReason::Policy);
@@ -247,11 +279,19 @@ async fn beyond_capacity_is_busy_unknown_kinds_are_unsupported_and_cancel_kills(
         "echo $$ > {s}; sleep 600 & wait; secret=never",
         s = started.display()
     );
-    c.send(&ManagerMessage::Task(Box::new(proto_task("long", &script, &[]))))
-        .await;
+    c.send(&ManagerMessage::Task(Box::new(proto_task(
+        "long",
+        &script,
+        &[],
+    ))))
+    .await;
     let pid: i32 = read_fifo_line(&started).await.parse().unwrap();
-    c.send(&ManagerMessage::Task(Box::new(proto_task("second", "secret=x", &[]))))
-        .await;
+    c.send(&ManagerMessage::Task(Box::new(proto_task(
+        "second",
+        "secret=x",
+        &[],
+    ))))
+    .await;
     loop {
         match c.recv().await {
             Some(AgentMessage::Accepted { id }) => assert_eq!(id, "long"),
@@ -262,8 +302,12 @@ async fn beyond_capacity_is_busy_unknown_kinds_are_unsupported_and_cancel_kills(
             other => panic!("{other:?}"),
         }
     }
-    let unknown = protocol::encode(&ManagerMessage::Task(Box::new(proto_task("w", "secret=x", &[]))))
-        .replace(r#""type":"local""#, r#""type":"winrm""#);
+    let unknown = protocol::encode(&ManagerMessage::Task(Box::new(proto_task(
+        "w",
+        "secret=x",
+        &[],
+    ))))
+    .replace(r#""type":"local""#, r#""type":"winrm""#);
     c.send_text(&unknown).await;
     match c.recv().await {
         Some(AgentMessage::Rejected(r)) => assert_eq!(r.reason, RejectReason::Unsupported),
@@ -278,6 +322,9 @@ async fn beyond_capacity_is_busy_unknown_kinds_are_unsupported_and_cancel_kills(
         }
         other => panic!("{other:?}"),
     }
-    assert!(group_gone(pid).await, "the cancelled script's process group is still running");
+    assert!(
+        group_gone(pid).await,
+        "the cancelled script's process group is still running"
+    );
     agent.kill();
 }

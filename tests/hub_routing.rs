@@ -100,8 +100,10 @@ async fn least_loaded_first_within_capacity_then_queue() {
     let mut big = FakeAgent::join(&m, hello("id-b", "big", &["pool"], 3)).await;
     let pending: Vec<Pending> = (0..4).map(|_| submit(&m, &["pool"], PATIENCE)).collect();
     // Load is weighed against capacity: 1 task to small, 3 to big.
-    m.wait_until("4 tasks assigned", |a| a.iter().map(|a| a.assigned).sum::<usize>() == 4)
-        .await;
+    m.wait_until("4 tasks assigned", |a| {
+        a.iter().map(|a| a.assigned).sum::<usize>() == 4
+    })
+    .await;
     let by_name = |n: &str| m.hub.agents().into_iter().find(|a| a.name == n).unwrap();
     assert_eq!(by_name("small").assigned, 1);
     assert_eq!(by_name("big").assigned, 3);
@@ -174,7 +176,10 @@ async fn duplicate_results_resolve_once_and_every_one_is_acked() {
             acks.push(id);
         }
     }
-    assert_eq!(acks, [t.id.clone(), t.id.clone(), "never-issued".to_string()]);
+    assert_eq!(
+        acks,
+        [t.id.clone(), t.id.clone(), "never-issued".to_string()]
+    );
     assert_eq!(value(&outcome(p).await.unwrap()), "first");
     assert_eq!(m.hub.pending_tasks(), 0);
 }
@@ -206,10 +211,14 @@ async fn an_agent_back_within_grace_delivers_its_result_in_hello() {
     let p = submit(&m, &["a"], PATIENCE);
     let t = a.recv_task().await;
     drop(a);
-    m.wait_until("a to drop", |ag| ag.iter().any(|x| x.name == "a" && !x.connected))
-        .await;
+    m.wait_until("a to drop", |ag| {
+        ag.iter().any(|x| x.name == "a" && !x.connected)
+    })
+    .await;
     let mut h = hello("id-a", "a", &["x"], 4);
-    let AgentMessage::Result(r) = ok(&t.id, "held") else { unreachable!() };
+    let AgentMessage::Result(r) = ok(&t.id, "held") else {
+        unreachable!()
+    };
     h.results.push(r);
     let mut a = FakeAgent::join(&m, h).await;
     match a.recv().await {
@@ -232,13 +241,15 @@ async fn an_agent_back_without_the_task_gets_it_again_and_losses_are_bounded() {
     let p = submit(&m, &[], PATIENCE);
     let t = a.recv_task().await;
     drop(a);
-    m.wait_until("a to drop", |ag| ag.iter().any(|x| !x.connected)).await;
+    m.wait_until("a to drop", |ag| ag.iter().any(|x| !x.connected))
+        .await;
     // Back, but it restarted: neither running nor holding the task. No grace wait.
     let mut a = FakeAgent::join(&m, hello("id-a", "a", &[], 4)).await;
     let t2 = a.recv_task().await;
     assert_eq!((t2.id.as_str(), t2.attempt), (t.id.as_str(), 2));
     drop(a);
-    m.wait_until("a to drop", |ag| ag.iter().any(|x| !x.connected)).await;
+    m.wait_until("a to drop", |ag| ag.iter().any(|x| !x.connected))
+        .await;
     let _a = FakeAgent::join(&m, hello("id-a", "a", &[], 4)).await;
     match outcome(p).await {
         Err(HubError::NoAgent(msg)) => assert!(msg.contains("2 times"), "{msg}"),
@@ -282,7 +293,8 @@ async fn a_draining_agent_gets_nothing_new() {
     let m = TestManager::start(fast_hub()).await;
     let mut a = FakeAgent::join(&m, hello("id-a", "a", &["x"], 4)).await;
     a.send(&AgentMessage::Draining {}).await;
-    m.wait_until("a draining", |ag| ag.iter().any(|x| x.draining)).await;
+    m.wait_until("a draining", |ag| ag.iter().any(|x| x.draining))
+        .await;
     match outcome(submit(&m, &["x"], PATIENCE)).await {
         Err(HubError::NoAgent(_)) => {}
         other => panic!("expected no_agent, got {other:?}"),

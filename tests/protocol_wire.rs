@@ -19,7 +19,9 @@ async fn raw_http(addr: std::net::SocketAddr, req: &str) -> String {
     let mut chunk = [0u8; 4096];
     // Read until the headers and the (declared) body are in.
     loop {
-        let n = within("the HTTP response", s.read(&mut chunk)).await.unwrap();
+        let n = within("the HTTP response", s.read(&mut chunk))
+            .await
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -28,7 +30,11 @@ async fn raw_http(addr: std::net::SocketAddr, req: &str) -> String {
         if let Some(end) = text.find("\r\n\r\n") {
             let len: usize = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 break;
@@ -53,7 +59,11 @@ fn upgrade_request(auth: Option<&str>) -> String {
 
 fn status_and_body(resp: &str) -> (String, String) {
     let status = resp.lines().next().unwrap_or("").to_string();
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (status, body)
 }
 
@@ -115,7 +125,9 @@ async fn malformed_unknown_and_binary_frames_are_ignored_and_the_session_stays_u
     ] {
         a.send_text(junk).await;
     }
-    a.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    a.ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     // Still the same session: a ping is answered, and a task still flows.
     a.send(&AgentMessage::Ping {}).await;
     loop {
@@ -126,9 +138,7 @@ async fn malformed_unknown_and_binary_frames_are_ignored_and_the_session_stays_u
         }
     }
     let hub = m.hub.clone();
-    let p = tokio::spawn(async move {
-        hub.submit(task("secret=x", &[], &[], PATIENCE)).await
-    });
+    let p = tokio::spawn(async move { hub.submit(task("secret=x", &[], &[], PATIENCE)).await });
     let t = a.recv_task().await;
     a.send(&AgentMessage::Result(protocol::TaskResult {
         id: t.id.clone(),
@@ -138,7 +148,10 @@ async fn malformed_unknown_and_binary_frames_are_ignored_and_the_session_stays_u
     }))
     .await;
     let o = within("outcome", p).await.unwrap().unwrap();
-    assert_eq!(o.result.unwrap_err().kind, csm_agent::ErrorKind::ScriptFailed);
+    assert_eq!(
+        o.result.unwrap_err().kind,
+        csm_agent::ErrorKind::ScriptFailed
+    );
     assert_eq!(m.hub.agents()[0].sessions, 1);
 }
 
@@ -153,7 +166,8 @@ async fn an_oversized_frame_is_refused_with_1009() {
     let big = format!(r#"{{"type":"pong","pad":"{}"}}"#, "x".repeat(100 * 1024));
     a.send_text(&big).await;
     assert_eq!(a.close_code().await, Some(protocol::CLOSE_TOO_BIG));
-    m.wait_until("the session to end", |ag| ag.iter().all(|x| !x.connected)).await;
+    m.wait_until("the session to end", |ag| ag.iter().all(|x| !x.connected))
+        .await;
     // A task too large for a frame is refused at submission, not on the wire.
     let mut req = task("secret=x", &[("v", "y")], &[], PATIENCE);
     req.variables.insert(
@@ -170,9 +184,11 @@ async fn an_oversized_frame_is_refused_with_1009() {
 async fn the_handshake_needs_hello_first_and_a_common_version() {
     let m = TestManager::start(fast_hub()).await;
     let mut ws = ws_connect(m.addr, Some(&m.token)).await.unwrap();
-    ws.send(Message::Text(protocol::encode(&AgentMessage::Pong {}).into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        protocol::encode(&AgentMessage::Pong {}).into(),
+    ))
+    .await
+    .unwrap();
     let mut a = FakeAgent { ws };
     assert_eq!(a.close_code().await, Some(protocol::CLOSE_HANDSHAKE));
 
@@ -187,7 +203,13 @@ async fn the_handshake_needs_hello_first_and_a_common_version() {
 
     let ws = ws_connect(m.addr, Some(&m.token)).await.unwrap();
     let mut a = FakeAgent { ws };
-    a.send(&AgentMessage::Hello(hello("bad id with spaces", "v", &[], 1))).await;
+    a.send(&AgentMessage::Hello(hello(
+        "bad id with spaces",
+        "v",
+        &[],
+        1,
+    )))
+    .await;
     assert_eq!(a.close_code().await, Some(protocol::CLOSE_HANDSHAKE));
     assert!(m.hub.agents().is_empty());
 

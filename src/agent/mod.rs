@@ -362,17 +362,17 @@ impl Core {
                     connection::connect(&endpoint, tls.as_ref(), &token, max, timeout).await
                 };
                 tokio::pin!(fut);
+                let far = Instant::now() + Duration::from_secs(86_400);
                 loop {
                     tokio::select! {
                         r = &mut fut => break Some(r),
                         Some(r) = self.done_rx.recv() => self.absorb(r),
-                        _ = self.shutdown.drain.cancelled(), if !self.draining => {
-                            self.begin_drain();
-                            if self.finished() { break None; }
-                        }
+                        _ = self.shutdown.drain.cancelled(), if !self.draining => self.begin_drain(),
                         _ = self.shutdown.abort.cancelled(), if !self.aborting => self.begin_abort(),
+                        // A drain or stop that ran out of time ends the attempt too.
+                        _ = tokio::time::sleep_until(self.stop_by.unwrap_or(far)), if self.stop_by.is_some() => break None,
                     }
-                    if self.aborting && self.outbox.running() == 0 {
+                    if self.finished() {
                         break None;
                     }
                 }

@@ -195,11 +195,15 @@ mod tests {
 
     #[test]
     fn frame_dumping_libraries_are_capped_whatever_is_asked() {
-        let d = filter_directives("trace,tungstenite=trace,tokio_tungstenite::x=debug,csm_agent=debug");
+        let d =
+            filter_directives("trace,tungstenite=trace,tokio_tungstenite::x=debug,csm_agent=debug");
         assert!(!d.contains("tungstenite=trace"), "{d}");
         assert!(!d.contains("tokio_tungstenite::x"), "{d}");
         assert!(d.starts_with("trace,csm_agent=debug,"), "{d}");
-        assert!(d.contains("tungstenite=info") && d.contains("hyper=info"), "{d}");
+        assert!(
+            d.contains("tungstenite=info") && d.contains("hyper=info"),
+            "{d}"
+        );
         assert!(tracing_subscriber::EnvFilter::try_new(&d).is_ok());
     }
 }

@@ -174,14 +174,20 @@ impl TestManager {
     /// Wait until an agent named `name` has an open session.
     pub async fn wait_connected(&self, name: &str) {
         let n = name.to_string();
-        within(&format!("agent {name} to connect"), self.hub.wait_for(move |a| {
-            a.iter().any(|a| a.name == n && a.connected)
-        }))
+        within(
+            &format!("agent {name} to connect"),
+            self.hub
+                .wait_for(move |a| a.iter().any(|a| a.name == n && a.connected)),
+        )
         .await;
     }
 
     /// Wait until `cond` holds for the agent list.
-    pub async fn wait_until(&self, what: &str, cond: impl FnMut(&[manager::hub::AgentSnapshot]) -> bool) {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        cond: impl FnMut(&[manager::hub::AgentSnapshot]) -> bool,
+    ) {
         within(what, self.hub.wait_for(cond)).await;
     }
 }
@@ -195,7 +201,12 @@ impl Drop for TestManager {
 }
 
 /// A local-target task request for `script` with `vars`, selectors and a deadline.
-pub fn task(script: &str, vars: &[(&str, &str)], selectors: &[&str], deadline: Duration) -> TaskRequest {
+pub fn task(
+    script: &str,
+    vars: &[(&str, &str)],
+    selectors: &[&str],
+    deadline: Duration,
+) -> TaskRequest {
     TaskRequest {
         kind: TaskKind::Fetch,
         selectors: selectors.iter().map(|s| s.to_string()).collect(),
@@ -364,7 +375,11 @@ impl Drop for AgentProc {
 pub fn fifo(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    nix::unistd::mkfifo(c.as_c_str(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        c.as_c_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     p
 }
 

@@ -8,6 +8,6 @@
 // it, so items unused by one binary would otherwise trip `dead_code` there.
 #![allow(dead_code)]
 
+pub mod agentnet;
 pub mod skip;
 pub mod sshd;
-pub mod agentnet;
