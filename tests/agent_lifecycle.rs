@@ -20,7 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tasks_through_one_agent() {
-    let m = TestManager::start(fast_hub()).await;
+    // Short heartbeats: a busy agent must keep its session (heartbeats are independent of
+    // task work), or tasks would be re-dispatched and the session count would grow.
+    let m = TestManager::start(csm_agent::manager::HubConfig {
+        heartbeat: Duration::from_millis(500),
+        ..fast_hub()
+    })
+    .await;
     let mut agent = AgentProc::start(&m.url(), &m.token_file(), {
         let mut o = AgentOpts::named("bulk");
         o.log = "info".into();
@@ -54,6 +60,11 @@ async fn a_thousand_tasks_through_one_agent() {
         assert_eq!(o.dispatches, 1, "no task was bounced");
     }
     assert_eq!(m.hub.pending_tasks(), 0);
+    assert_eq!(
+        m.hub.agents()[0].sessions,
+        1,
+        "the busy agent kept its session"
+    );
     agent.kill();
 }
 

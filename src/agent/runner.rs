@@ -63,11 +63,12 @@ pub trait TaskRunner: Send + Sync + 'static {
 /// pooled connections.
 const CREDENTIAL_CACHE: usize = 64;
 
-/// The real runner: local bash and pooled SSH.
+/// The real runner: local bash and pooled SSH. Cheap to clone; clones share the pool.
+#[derive(Clone)]
 pub struct ExecRunner {
     local: LocalExecutor,
     pool: Arc<SshPool>,
-    creds: Mutex<CredentialCache>,
+    creds: Arc<Mutex<CredentialCache>>,
 }
 
 impl std::fmt::Debug for ExecRunner {
@@ -94,16 +95,16 @@ impl ExecRunner {
         ExecRunner {
             local: LocalExecutor::new(env),
             pool: SshPool::new(SshConfig::default()),
-            creds: Mutex::new(CredentialCache {
+            creds: Arc::new(Mutex::new(CredentialCache {
                 key,
                 entries: HashMap::new(),
                 tick: 0,
-            }),
+            })),
         }
     }
 }
 
-impl TaskRunner for Arc<ExecRunner> {
+impl TaskRunner for ExecRunner {
     fn run(&self, task: Task, cancel: CancellationToken) -> BoxFuture<'static, RunResult> {
         let this = self.clone();
         Box::pin(async move { this.run_task(task, cancel).await })
@@ -377,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn renders_runs_and_masks_errors() {
-        let r = Arc::new(ExecRunner::new(&EnvPolicy::default()));
+        let r = ExecRunner::new(&EnvPolicy::default());
         let out = r
             .run(
                 task("secret=\"v-${tok}\"", &[("tok", "abc$(id)def")]),
@@ -406,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_whole_task_deadline_is_a_timeout() {
-        let r = Arc::new(ExecRunner::new(&EnvPolicy::default()));
+        let r = ExecRunner::new(&EnvPolicy::default());
         let mut t = task("sleep 30; secret=x", &[]);
         t.deadline_ms = 300;
         let started = Instant::now();

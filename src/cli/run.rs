@@ -176,7 +176,7 @@ pub fn main(args: &RunArgs, log: &str) -> i32 {
                 }
             }
         }
-        let runner: Arc<dyn TaskRunner> = Arc::new(Arc::new(ExecRunner::new(&EnvPolicy::default())));
+        let runner: Arc<dyn TaskRunner> = Arc::new(ExecRunner::new(&EnvPolicy::default()));
         match agent::run(loaded.agent, runner, shutdown).await {
             Ok(summary) if summary.undelivered == 0 => 0,
             Ok(_) => 1,

@@ -104,9 +104,14 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Message too long") || text.contains("too long") || text.contains("Space limit")
+/// Whether a read failed because the frame was over the size limit (tungstenite's
+/// capacity error, under axum's wrapper).
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(
+        e.into_inner().downcast_ref::<Error>(),
+        Some(Error::Capacity(_))
+    )
 }
 
 async fn session(socket: WebSocket, ep: Arc<Endpoint>) {
@@ -271,13 +276,14 @@ async fn read_loop(
         let msg = match msg {
             None => return End::PeerClosed,
             Some(Err(e)) => {
-                if is_too_big(&e) {
+                let text = e.to_string();
+                if is_too_big(e) {
                     tracing::warn!(agent = %name, "frame over the {}-byte limit refused", ep.max_frame_bytes);
                     let _ =
                         sender.send(Outbound::Close(protocol::CLOSE_TOO_BIG, "frame too large"));
                     return End::Error("frame too large".into());
                 }
-                return End::Error(e.to_string());
+                return End::Error(text);
             }
             Some(Ok(m)) => m,
         };

@@ -608,6 +608,8 @@ impl FakeManager {
             .await
             .unwrap();
         let want = format!("Bearer {}", self.token);
+        // The callback's signature is tungstenite's; its error type is not ours to shrink.
+        #[allow(clippy::result_large_err)]
         let check = move |req: &Request, resp: Response| {
             let ok = req
                 .headers()

@@ -38,6 +38,9 @@ use crate::protocol::{
 };
 use crate::secret::SecretBytes;
 
+/// Where `submit` waits for its task's one outcome.
+type OutcomeRx = oneshot::Receiver<Result<TaskOutcome, HubError>>;
+
 /// How many finished task ids are remembered, to tell a late duplicate from a stranger.
 const RECENT_DONE: usize = 65_536;
 
@@ -414,17 +417,7 @@ impl Hub {
         r
     }
 
-    fn enqueue(
-        &self,
-        req: TaskRequest,
-    ) -> Result<
-        (
-            TaskId,
-            oneshot::Receiver<Result<TaskOutcome, HubError>>,
-            Instant,
-        ),
-        HubError,
-    > {
+    fn enqueue(&self, req: TaskRequest) -> Result<(TaskId, OutcomeRx, Instant), HubError> {
         let id = random_id();
         let deadline = Instant::now() + req.deadline;
         let selectors: Vec<String> = req
@@ -487,7 +480,7 @@ impl Hub {
             match st.index.get(s) {
                 None => return Vec::new(),
                 Some(set) => {
-                    if rarest.is_none_or(|r| set.len() < r.len()) {
+                    if rarest.map_or(true, |r| set.len() < r.len()) {
                         rarest = Some(set);
                     }
                 }
