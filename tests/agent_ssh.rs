@@ -41,8 +41,14 @@ async fn ssh_tasks_run_on_the_target_with_pinned_host_keys_and_pooled_connection
     let fp = sshd.host_key_fingerprint();
 
     for i in 0..2 {
-        let out = m.hub.submit(ssh_task(&sshd, &fp, &format!("v{i}"))).await.unwrap();
-        let v = out.result.unwrap_or_else(|e| panic!("{e}\n{}", sshd.server_log()));
+        let out = m
+            .hub
+            .submit(ssh_task(&sshd, &fp, &format!("v{i}")))
+            .await
+            .unwrap();
+        let v = out
+            .result
+            .unwrap_or_else(|e| panic!("{e}\n{}", sshd.server_log()));
         assert_eq!(v.expose_secret(), format!("ssh-v{i}").as_bytes());
     }
     // Same credential, same pooled connection: one login for both tasks.
