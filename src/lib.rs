@@ -11,13 +11,21 @@
 //!   and connector files.
 //! - [`task`]: one task prepared the same way for the CLI, the agent and the control plane
 //!   (bounds, one masker, rendering, the target), and run on shared executors.
+//! - [`agent`]: the long-running agent (`csm-agent run`): connection, outbox, policy.
+//! - [`manager`]: the control plane's agent endpoint and dispatch hub.
+//! - [`config`]: the agent's configuration (TOML, `CSM_*` environment, flags).
+//! - [`protocol`]: the agent ↔ manager wire protocol (messages, versions, framing).
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
+pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod exec;
 pub mod input;
+pub mod manager;
 pub mod mask;
+pub mod protocol;
 pub mod secret;
 pub mod task;
 pub mod template;

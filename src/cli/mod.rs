@@ -7,6 +7,8 @@
 
 mod arg_error;
 mod files;
+pub mod manager;
+pub mod run;
 pub mod test_run;
 
 use std::ffi::OsString;
@@ -29,10 +31,16 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one template by hand, locally or over SSH.
     TestRun(TestRunArgs),
+    /// Run the agent: connect to the manager and run its tasks.
+    Run(run::RunArgs),
+    /// Serve the agent endpoint and dispatch hub (the control plane's side).
+    Manager(manager::ManagerArgs),
 }
 
 /// Parse `args` (the program name first) and run the command; returns the exit code.
@@ -50,6 +58,12 @@ where
 
 /// Run a parsed command line and return the process exit code.
 pub fn main(cli: Cli) -> i32 {
+    // The services set up their own logging (format) and runtime.
+    match &cli.command {
+        Command::Run(a) => return run::main(a, &cli.log),
+        Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::TestRun(_) => {}
+    }
     init_logging(&cli.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,6 +81,7 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run::test_run(args, &mut out, &mut err).await
             }
+            Command::Run(_) | Command::Manager(_) => unreachable!("dispatched above"),
         }
     })
 }

@@ -4,11 +4,13 @@
 //! - [`ssh`]: targets, jobs and /proc probes for the SSH executor tests against [`sshd`].
 //! - [`skip`]: loud skips that fail under CI.
 //! - [`bashfuzz`]: the differential fuzzer of the template renderer against real bash.
+//! - [`agentnet`]: an in-process manager, real agent processes, hand-driven WebSocket peers.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
 #![allow(dead_code)]
 
+pub mod agentnet;
 pub mod bashfuzz;
 pub mod skip;
 pub mod ssh;

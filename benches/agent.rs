@@ -1,0 +1,239 @@
+//! The agent end to end, against its floors measured in the same run.
+//!
+//! - **Latency.** Submit a trivial local script to the hub, which sends it over the
+//!   WebSocket to a real `csm-agent run` process, which runs it and answers. Floor: write
+//!   the script to a file, run `bash file`, read its output. Goal: p50 ≤ 1.5× the floor.
+//! - **Throughput.** 1,000 such tasks submitted at once, the agent at its default
+//!   concurrency of 32. Floor: 32 threads each running `bash file` until 1,000 are done.
+//!   Goal: ≥ 0.7× the floor's rate.
+//! - **Memory.** The agent process's RSS from /proc: idle once connected (goal ≤ 10 MiB),
+//!   and its peak (VmHWM) through the throughput run (goal ≤ 32 MiB).
+//!
+//! The manager (hub and endpoint) runs in this process on a loopback port-0 listener.
+//! `cargo bench --bench agent` (CSM_BENCH_ITERS=N for the latency count).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csm_agent::manager::{self, AgentTokens, Hub, HubConfig, ManagerConfig, TaskRequest};
+use csm_agent::protocol::{Target, TaskKind, TemplateSpec};
+use secrecy::ExposeSecret;
+
+mod common;
+use common::{ms, pct};
+
+const SCRIPT: &str = "secret=abc\nprintf %s \"$secret\"\n";
+const TASKS: usize = 1000;
+const WORKERS: usize = 32;
+
+fn floor(dir: &std::path::Path, n: usize) -> Duration {
+    let t = Instant::now();
+    let path = dir.join(format!("floor-{n}.sh"));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(SCRIPT.as_bytes()).unwrap();
+    drop(f);
+    let out = Command::new("/bin/bash")
+        .arg(&path)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"abc");
+    std::fs::remove_file(&path).unwrap();
+    t.elapsed()
+}
+
+fn request() -> TaskRequest {
+    TaskRequest {
+        kind: TaskKind::Fetch,
+        selectors: Vec::new(),
+        template: TemplateSpec {
+            name: None,
+            script_string: SCRIPT.into(),
+            variables: Vec::new(),
+            timeout_millis: None,
+        },
+        variables: Default::default(),
+        secrets: Default::default(),
+        target: Target::Local { command_path: None },
+        retry: None,
+        deadline: Duration::from_secs(120),
+    }
+}
+
+async fn ours(hub: &Hub) -> Duration {
+    let t = Instant::now();
+    let o = hub.submit(request()).await.unwrap();
+    assert_eq!(o.result.unwrap().expose_secret(), b"abc");
+    t.elapsed()
+}
+
+/// (VmRSS, VmHWM) of `pid`, in KiB.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    let iters: usize = std::env::var("CSM_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "bench-token-0123456789";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+
+    let hub = Hub::new(HubConfig::default());
+    let addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = ManagerConfig::new(AgentTokens::from_lines(token));
+        let h = hub.clone();
+        tokio::spawn(async move {
+            manager::serve(listener, h, cfg, std::future::pending())
+                .await
+                .unwrap();
+        });
+        addr
+    });
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_csm-agent"))
+        .args([
+            "run",
+            "--manager",
+            &format!("http://{addr}"),
+            "--name",
+            "bench",
+        ])
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("CSM_CONFIG", dir.path().join("agent.toml"))
+        .env("CSM_STATE_DIR", dir.path().join("state"))
+        .env("CSM_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            hub.wait_for(|a| a.iter().any(|a| a.connected)),
+        )
+        .await
+        .expect("the agent connects")
+    });
+    // Idle: connected, nothing run yet; give the allocator a moment to settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle_rss, _) = rss(pid);
+
+    // Latency, interleaved with the floor so load drift hits both alike.
+    for i in 0..30 {
+        floor(dir.path(), i);
+        rt.block_on(ours(&hub));
+    }
+    let (mut f, mut o) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..iters {
+        if i % 2 == 0 {
+            f.push(floor(dir.path(), i));
+            o.push(rt.block_on(ours(&hub)));
+        } else {
+            o.push(rt.block_on(ours(&hub)));
+            f.push(floor(dir.path(), i));
+        }
+    }
+    let (f50, o50) = (pct(&mut f, 0.5), pct(&mut o, 0.5));
+    let (f90, o90) = (pct(&mut f, 0.9), pct(&mut o, 0.9));
+
+    // Throughput: the floor, 32 threads sharing 1,000 runs.
+    let done = Arc::new(AtomicUsize::new(0));
+    let t = Instant::now();
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let done = done.clone();
+            let d = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while done.fetch_add(1, Ordering::Relaxed) < TASKS {
+                    floor(&d, 100_000 + w * 10_000 + n);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let floor_rate = TASKS as f64 / t.elapsed().as_secs_f64();
+
+    // Throughput: ours, 1,000 submitted at once.
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..TASKS {
+            let h = hub.clone();
+            set.spawn(async move {
+                let o = h.submit(request()).await.unwrap();
+                assert_eq!(o.result.unwrap().expose_secret(), b"abc");
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    let our_rate = TASKS as f64 / t.elapsed().as_secs_f64();
+    let (after_rss, peak_rss) = rss(pid);
+
+    println!("agent end to end (hub -> WebSocket -> csm-agent run -> bash -> back)");
+    println!("latency, {iters} tasks each, interleaved");
+    println!(
+        "  floor (write file, bash file, read output): p50 {:.3} ms  p90 {:.3} ms",
+        ms(f50),
+        ms(f90)
+    );
+    println!(
+        "  csm-agent (submit to the hub, result back): p50 {:.3} ms  p90 {:.3} ms",
+        ms(o50),
+        ms(o90)
+    );
+    println!(
+        "  ratio p50 {:.2}x  (goal <= 1.50x)",
+        o50.as_secs_f64() / f50.as_secs_f64()
+    );
+    println!("throughput, {TASKS} tasks");
+    println!("  floor ({WORKERS} threads running bash file): {floor_rate:.0} tasks/s");
+    println!("  csm-agent (capacity 32):                 {our_rate:.0} tasks/s");
+    println!("  ratio {:.2}x  (goal >= 0.70x)", our_rate / floor_rate);
+    println!("agent RSS (csm-agent run, from /proc)");
+    println!(
+        "  idle, connected:        {:.1} MiB  (goal <= 10 MiB)",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "  after the 1,000 tasks:  {:.1} MiB",
+        after_rss as f64 / 1024.0
+    );
+    println!(
+        "  peak (VmHWM) under load: {:.1} MiB  (goal <= 32 MiB)",
+        peak_rss as f64 / 1024.0
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

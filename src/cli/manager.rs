@@ -1,0 +1,137 @@
+//! `csm-agent manager`: the control plane's agent endpoint and dispatch hub.
+//!
+//! It prints `listening on ADDR` on stdout once bound (so `--listen 127.0.0.1:0` is
+//! usable), serves agents until SIGTERM or SIGINT, then closes their sessions with 1001.
+//! This release keeps no state on disk: `--data-dir` is created and checked for the store
+//! that the GraphQL API brings.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::LogFormat;
+use crate::error::ErrorKind;
+use crate::manager::{self, AgentTokens, ManagerConfig};
+
+/// `csm-agent manager`.
+#[derive(Debug, Args, Clone)]
+pub struct ManagerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8443 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The manager's data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Accepted agent tokens, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub agent_token_file: PathBuf,
+    /// Serve HTTPS/WSS with this PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between heartbeats; a peer silent for three is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub heartbeat_secs: f64,
+    /// Seconds a dropped agent's tasks wait for it before going to another agent.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub redispatch_grace_secs: f64,
+    /// Log format: human or json.
+    #[arg(long, value_name = "FORMAT", default_value = "human")]
+    pub log_format: String,
+}
+
+fn secs(v: f64, flag: &str) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 && v < 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+fn config(args: &ManagerArgs) -> Result<(ManagerConfig, LogFormat), String> {
+    let format = match args.log_format.as_str() {
+        "human" | "text" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        _ => return Err("--log-format must be human or json".into()),
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&args.data_dir)
+            .map_err(|e| format!("--data-dir {}: {e}", args.data_dir.display()))?;
+    }
+    let tokens = AgentTokens::from_file(&args.agent_token_file).map_err(|e| e.to_string())?;
+    let mut cfg = ManagerConfig::new(tokens);
+    cfg.hub.heartbeat = secs(args.heartbeat_secs, "--heartbeat-secs")?;
+    cfg.hub.redispatch_grace = secs(args.redispatch_grace_secs, "--redispatch-grace-secs")?;
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some(manager::tls_server_config(c, k).map_err(|e| e.to_string())?);
+    }
+    Ok((cfg, format))
+}
+
+/// Run the manager; returns the exit status.
+pub fn main(args: &ManagerArgs, log: &str) -> i32 {
+    let (cfg, format) = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error[invalid_input]: {e}");
+            return ErrorKind::InvalidInput.exit_code();
+        }
+    };
+    super::run::init_logging(log, format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[internal]: cannot start the runtime: {e}");
+            return ErrorKind::Internal.exit_code();
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error[invalid_input]: --listen {}: {e}", args.listen);
+                return ErrorKind::InvalidInput.exit_code();
+            }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            let _ = out.flush();
+        }
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("error[internal]: cannot install signal handlers");
+                return ErrorKind::Internal.exit_code();
+            }
+        };
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        match manager::run(listener, cfg, stop).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error[internal]: {e}");
+                ErrorKind::Internal.exit_code()
+            }
+        }
+    })
+}
