@@ -56,7 +56,7 @@ fn rendered_templates_keep_values_as_data_in_real_bash() {
 /// bug in the generator, not in the renderer.
 #[test]
 fn generator_model_matches_bash() {
-    let mut settings = Settings::from_env(1_500, CI_SEED ^ 0x5E1F, Mode::NaivePaste);
+    let mut settings = Settings::from_env(500, CI_SEED ^ 0x5E1F, Mode::NaivePaste);
     settings.gen.paste_safe_values = true;
     let s = bashfuzz::run(&settings);
     eprintln!("{}", s.render());
@@ -74,7 +74,7 @@ fn generator_model_matches_bash() {
 /// would do) must be caught, by canaries and by exactness checks.
 #[test]
 fn oracle_catches_a_naive_renderer() {
-    let mut settings = Settings::from_env(600, CI_SEED ^ 0xBAD, Mode::NaivePaste);
+    let mut settings = Settings::from_env(300, CI_SEED ^ 0xBAD, Mode::NaivePaste);
     settings.keep_going = true;
     settings.minimize = 0;
     settings.single = None;

@@ -235,6 +235,9 @@ fn describe(s: &mut String, f: &Failure) {
     }
 }
 
+/// What each worker is running (case, since when), for the hang watchdog.
+type Busy = Arc<Mutex<Vec<Option<(u64, Instant)>>>>;
+
 /// Generate case `n` of a run.
 pub fn make_case(settings: &Settings, n: u64) -> gen::Case {
     let mut rng = Rng::for_case(settings.seed, n);
@@ -254,8 +257,7 @@ pub fn run(settings: &Settings) -> Summary {
         ..Summary::default()
     }));
     // Per-worker start of the current case, for the hang watchdog.
-    let busy: Arc<Mutex<Vec<Option<(u64, Instant)>>>> =
-        Arc::new(Mutex::new(vec![None; settings.threads]));
+    let busy: Busy = Arc::new(Mutex::new(vec![None; settings.threads]));
     let (tx, rx) = mpsc::channel::<()>();
     let mut handles = Vec::new();
     for w in 0..settings.threads {
@@ -282,45 +284,47 @@ pub fn run(settings: &Settings) -> Summary {
                 let case = make_case(&settings, n);
                 let v = check_case(&case, settings.mode, &sb, n, settings.limits);
                 busy.lock().unwrap()[w] = None;
-                let mut s = summary.lock().unwrap();
-                s.run += 1;
-                match v {
-                    Verdict::Refused(class) => *s.refused.entry(class).or_default() += 1,
-                    Verdict::Passed { tolerated, checked } => {
-                        s.rendered += 1;
-                        s.tolerated += tolerated as u64;
-                        s.checked += checked as u64;
-                    }
-                    Verdict::Failed(f) => {
-                        s.rendered += u64::from(f.rendered.is_some());
-                        *s.by_check.entry(format!("{:?}", f.check)).or_default() += 1;
-                        let tags = case.items.iter().flat_map(|i| i.tags.clone()).collect();
-                        let minimize = s.failures.len() < settings.minimize;
-                        s.failures.push(Recorded {
-                            case_no: n,
-                            failure: *f.clone(),
-                            tags,
-                            minimized: None,
-                        });
-                        let at = s.failures.len() - 1;
-                        drop(s);
-                        if !settings.keep_going {
-                            stop.store(true, Ordering::Relaxed);
+                {
+                    let mut s = summary.lock().unwrap();
+                    s.run += 1;
+                    match v {
+                        Verdict::Refused(class) => *s.refused.entry(class).or_default() += 1,
+                        Verdict::Passed { tolerated, checked } => {
+                            s.rendered += 1;
+                            s.tolerated += tolerated as u64;
+                            s.checked += checked as u64;
                         }
-                        if minimize {
-                            let m = minimize::minimize(
-                                &case,
-                                f.check,
-                                settings.mode,
-                                &sb,
-                                n,
-                                settings.limits,
-                            );
-                            summary.lock().unwrap().failures[at].minimized = m;
+                        Verdict::Failed(f) => {
+                            s.rendered += u64::from(f.rendered.is_some());
+                            *s.by_check.entry(format!("{:?}", f.check)).or_default() += 1;
+                            let tags = case.items.iter().flat_map(|i| i.tags.clone()).collect();
+                            let minimize = s.failures.len() < settings.minimize;
+                            s.failures.push(Recorded {
+                                case_no: n,
+                                failure: *f.clone(),
+                                tags,
+                                minimized: None,
+                            });
+                            let at = s.failures.len() - 1;
+                            drop(s);
+                            if !settings.keep_going {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            if minimize {
+                                let m = minimize::minimize(
+                                    &case,
+                                    f.check,
+                                    settings.mode,
+                                    &sb,
+                                    n,
+                                    settings.limits,
+                                );
+                                summary.lock().unwrap().failures[at].minimized = m;
+                            }
                         }
                     }
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
-                done.fetch_add(1, Ordering::Relaxed);
             }
             let _ = tx.send(());
         }));

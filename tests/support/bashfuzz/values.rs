@@ -198,12 +198,12 @@ const BENIGN: &[&str] = &[
 
 /// A benign value.
 pub fn benign(rng: &mut Rng) -> Value {
-    Value::benign(*rng.pick(BENIGN))
+    Value::benign(rng.pick::<&str>(BENIGN))
 }
 
 /// A non-empty `[A-Za-z0-9_]` value: pasting it verbatim is exact in every context.
 pub fn paste_safe(rng: &mut Rng) -> Value {
-    Value::benign(*rng.pick(&["0", "1", "7", "42", "zq", "zname_1", "Zed", "hello"]))
+    Value::benign(rng.pick::<&str>(&["0", "1", "7", "42", "zq", "zname_1", "Zed", "hello"]))
 }
 
 /// One hostile fragment.

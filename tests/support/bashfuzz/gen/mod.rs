@@ -577,8 +577,7 @@ impl<'r> Gen<'r> {
     pub fn stmts(&mut self, ctx: Ctx) -> Code {
         // Lists shrink with depth so templates stay small (a few hundred bytes).
         let n = match ctx.depth {
-            0 => self.rng.range(1, 3),
-            1 => self.rng.range(1, 2),
+            0 | 1 => self.rng.range(1, 2),
             _ => 1,
         };
         let mut code: Option<Code> = None;
@@ -617,7 +616,7 @@ impl<'r> Gen<'r> {
         if r < 92 {
             return probes::probe(self, ctx);
         }
-        Code::new(Text::of(*self.rng.pick(&[
+        Code::new(Text::of(self.rng.pick::<&str>(&[
             ":",
             "true",
             "x_=1",
@@ -625,6 +624,11 @@ impl<'r> Gen<'r> {
         ])))
     }
 }
+
+/// The prelude's `cat`: stdin (or its one file argument) to stdout, byte for byte (values
+/// never hold NUL).
+pub const CAT: &str =
+    "cat() { local l=; IFS= read -r -d '' l < \"${1:-/dev/stdin}\"; printf '%s' \"$l\"; }\n";
 
 /// Knobs that shape generation.
 #[derive(Debug, Clone, Default)]
@@ -657,6 +661,10 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
     if extglob {
         prelude.lit("shopt -s extglob\n");
     }
+    // A builtin-only `cat`: the observations use it a lot, and an exec per use would
+    // dominate the run time.
+    prelude.lit(CAT);
+    // One top-level statement per item: the minimiser's granule.
     let n_items = rng.range(1, 4);
     let mut items = Vec::with_capacity(n_items + 1);
     let mut g = Gen::new(rng, &cfg.exclude);
@@ -669,7 +677,7 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
             in_fn: false,
             in_bq: false,
         };
-        let code = g.stmts(ctx);
+        let code = g.stmt(ctx);
         items.push(Item {
             text: code.close(),
             obs: std::mem::take(&mut g.obs),
@@ -707,5 +715,5 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
 
 /// A delimiter for a new here-document.
 pub fn delim(rng: &mut Rng) -> &'static str {
-    *rng.pick(DELIMS)
+    rng.pick::<&str>(DELIMS)
 }

@@ -181,7 +181,7 @@ pub fn comment(g: &mut Gen) -> String {
     let n = g.rng.range(0, 4);
     let mut s = String::from("#");
     for _ in 0..n {
-        s.push_str(*g.rng.pick(&lures));
+        s.push_str(g.rng.pick::<&str>(&lures));
     }
     s
 }
