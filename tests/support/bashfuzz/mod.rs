@@ -241,7 +241,7 @@ type Busy = Arc<Mutex<Vec<Option<(u64, Instant)>>>>;
 /// Generate case `n` of a run.
 pub fn make_case(settings: &Settings, n: u64) -> gen::Case {
     let mut rng = Rng::for_case(settings.seed, n);
-    gen::case(&mut rng, &settings.gen)
+    gen::case(&mut rng, &settings.gen, &std::collections::BTreeSet::new())
 }
 
 /// Run the fuzzer.
@@ -311,14 +311,7 @@ pub fn run(settings: &Settings) -> Summary {
                                 stop.store(true, Ordering::Relaxed);
                             }
                             if minimize {
-                                let m = minimize::minimize(
-                                    &case,
-                                    f.check,
-                                    settings.mode,
-                                    &sb,
-                                    n,
-                                    settings.limits,
-                                );
+                                let m = minimize::minimize(&case, f.check, &settings, &sb, n);
                                 summary.lock().unwrap().failures[at].minimized = m;
                             }
                         }

@@ -230,7 +230,8 @@ fn fragment(rng: &mut Rng) -> Vec<u8> {
 
 /// A hostile value: a few fragments, sometimes padded with spaces, sometimes long.
 pub fn hostile(rng: &mut Rng) -> Value {
-    let n = rng.range(1, 5);
+    // Often a single fragment: a bare payload is the sharpest probe of a context.
+    let n = if rng.chance(2, 5) { 1 } else { rng.range(2, 5) };
     let mut frags: Vec<Vec<u8>> = (0..n).map(|_| fragment(rng)).collect();
     if rng.chance(1, 10) {
         frags.insert(0, b"  ".to_vec());

@@ -17,6 +17,8 @@ mod probes;
 mod words;
 mod wrap;
 
+use std::collections::BTreeSet;
+
 use super::rng::Rng;
 use super::values::{self, Class, Value, DELIMS};
 
@@ -276,6 +278,8 @@ pub struct Case {
     pub document: bool,
     /// Run under `LC_ALL=C.UTF-8` rather than the C locale.
     pub utf8: bool,
+    /// Statements generated (see [`Gen::stmt`]).
+    pub stmts: u32,
 }
 
 impl Case {
@@ -387,10 +391,15 @@ pub struct Gen<'r> {
     pub sensitive: bool,
     /// Productions excluded by `CSM_FUZZ_EXCLUDE` (tag prefixes).
     exclude: &'r [String],
+    /// Statements (by ordinal) generated as usual but emitted as `:`: the minimiser's
+    /// way to drop a statement while every other random choice stays the same.
+    skip: &'r BTreeSet<u32>,
+    /// Statements generated so far.
+    stmt_no: u32,
 }
 
 impl<'r> Gen<'r> {
-    pub fn new(rng: &'r mut Rng, exclude: &'r [String]) -> Gen<'r> {
+    pub fn new(rng: &'r mut Rng, exclude: &'r [String], skip: &'r BTreeSet<u32>) -> Gen<'r> {
         Gen {
             rng,
             uid: 0,
@@ -398,6 +407,8 @@ impl<'r> Gen<'r> {
             tags: Vec::new(),
             sensitive: false,
             exclude,
+            skip,
+            stmt_no: 0,
         }
     }
 
@@ -593,6 +604,20 @@ impl<'r> Gen<'r> {
 
     /// One statement: an observation, a probe, or a compound wrapping more statements.
     pub fn stmt(&mut self, ctx: Ctx) -> Code {
+        let k = self.stmt_no;
+        self.stmt_no += 1;
+        let saved = (self.obs.len(), self.tags.len(), self.sensitive);
+        let code = self.stmt_here(ctx);
+        if self.skip.contains(&k) {
+            self.obs.truncate(saved.0);
+            self.tags.truncate(saved.1);
+            self.sensitive = saved.2;
+            return Code::of(":");
+        }
+        code
+    }
+
+    fn stmt_here(&mut self, ctx: Ctx) -> Code {
         let deeper = Ctx {
             depth: ctx.depth + 1,
             ..ctx
@@ -641,7 +666,7 @@ pub struct Config {
 }
 
 /// Generate case `rng` (deterministic).
-pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
+pub fn case(rng: &mut Rng, cfg: &Config, skip: &BTreeSet<u32>) -> Case {
     let values = if cfg.paste_safe_values {
         [
             values::paste_safe(rng),
@@ -667,7 +692,7 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
     // One top-level statement per item: the minimiser's granule.
     let n_items = rng.range(1, 4);
     let mut items = Vec::with_capacity(n_items + 1);
-    let mut g = Gen::new(rng, &cfg.exclude);
+    let mut g = Gen::new(rng, &cfg.exclude, skip);
     for _ in 0..n_items {
         let ctx = Ctx {
             live: true,
@@ -677,7 +702,12 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
             in_fn: false,
             in_bq: false,
         };
+        let ordinal = g.stmt_no;
         let code = g.stmt(ctx);
+        if skip.contains(&ordinal) {
+            // Dropped by the minimiser: leave no `:` line behind.
+            continue;
+        }
         items.push(Item {
             text: code.close(),
             obs: std::mem::take(&mut g.obs),
@@ -710,6 +740,7 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
         values,
         document,
         utf8,
+        stmts: g.stmt_no,
     }
 }
 
