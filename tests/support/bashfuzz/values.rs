@@ -228,8 +228,33 @@ fn fragment(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// Whole values shaped for one context each (a subscript, a compound assignment, a
+/// quote breaker, a here-document terminator): a sharp probe needs the value to be
+/// exactly that shape, which random concatenation rarely produces.
+const SHARP: &[&str] = &[
+    "a[$(touch @C@/P_subscript)]",
+    "x[$(touch @C@/P_subscript_x)]",
+    "([0]=$(touch @C@/P_compound))",
+    "([k]=$(touch @C@/P_compound_k))",
+    "'; touch @C@/P_squote; : '",
+    "\"; touch @C@/P_dquote; : \"",
+    "$(touch @C@/P_dollar)",
+    "`touch @C@/P_backquote`",
+    "\nE\ntouch @C@/P_heredoc_E\n",
+    "\nEOF\ntouch @C@/P_heredoc_EOF\n",
+    "\nEND_1\ntouch @C@/P_heredoc_END\n",
+    "1+a[$(touch @C@/P_arith)]",
+    "-v",
+];
+
 /// A hostile value: a few fragments, sometimes padded with spaces, sometimes long.
 pub fn hostile(rng: &mut Rng) -> Value {
+    if rng.chance(1, 4) {
+        return Value {
+            frags: vec![rng.pick(SHARP).as_bytes().to_vec()],
+            class: Class::Hostile,
+        };
+    }
     // Often a single fragment: a bare payload is the sharpest probe of a context.
     let n = if rng.chance(2, 5) { 1 } else { rng.range(2, 5) };
     let mut frags: Vec<Vec<u8>> = (0..n).map(|_| fragment(rng)).collect();
