@@ -300,9 +300,12 @@ impl Case {
             .flat_map(|(i, it)| it.obs.iter().map(move |o| (i, o)))
     }
 
-    /// All values benign: nothing may abort, so every live observation must appear.
+    /// All values benign and non-empty: nothing may abort, so every live observation must
+    /// appear. (An empty name aborts `${!x}`, an empty offset `${@:}`.)
     pub fn strict(&self) -> bool {
-        self.values.iter().all(|v| v.class == Class::Benign)
+        self.values
+            .iter()
+            .all(|v| v.class == Class::Benign && !v.raw().is_empty())
     }
 
     /// Variables whose placeholders occur.
