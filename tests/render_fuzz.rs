@@ -21,10 +21,23 @@ use support::bashfuzz::{self, oracle::Mode, report, Settings};
 const CI_SEED: u64 = 0xC5A6_F022;
 
 fn print_failures(settings: &Settings, s: &bashfuzz::Summary) {
-    // Minimised reports first: they are the readable ones.
-    let (min, raw): (Vec<_>, Vec<_>) = s.failures.iter().partition(|r| r.minimized.is_some());
-    for r in min.into_iter().chain(raw).take(settings.reports) {
+    // One report per class (its shortest minimised case) first: they are the readable ones.
+    let reps = s.representatives();
+    let mut printed = 0;
+    for (class, n, r) in &reps {
+        if printed == settings.reports {
+            return;
+        }
+        eprintln!("#### class {class} ({n} failures)");
         eprintln!("{}", report(settings.seed, r));
+        printed += 1;
+    }
+    for r in s.failures.iter().filter(|r| r.minimized.is_none()) {
+        if printed == settings.reports {
+            return;
+        }
+        eprintln!("{}", report(settings.seed, r));
+        printed += 1;
     }
 }
 

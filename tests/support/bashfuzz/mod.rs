@@ -130,19 +130,31 @@ impl Summary {
         self.by_check.values().sum()
     }
 
-    /// Failure classes: check plus the productions of the minimised case.
+    /// Failure classes: the check plus the telling productions of the minimised case
+    /// (function forms, here-document forms, probes), leaving out wrappers, word shapes,
+    /// comments and continuations, which vary within a class.
     pub fn classes(&self) -> BTreeMap<String, Vec<&Recorded>> {
+        let telling = |t: &str| {
+            !(t.starts_with("c:")
+                || t.starts_with("w:")
+                || t.starts_with("obs:")
+                || matches!(t, "end" | "comment" | "contin" | "extglob" | "heredoc"))
+        };
         let mut m: BTreeMap<String, Vec<&Recorded>> = BTreeMap::new();
         for r in &self.failures {
             let key = match &r.minimized {
                 Some((c, f)) => {
-                    let mut tags: Vec<String> = Vec::new();
+                    let mut tags: Vec<&str> = Vec::new();
                     for it in &c.items {
                         for t in &it.tags {
-                            if t != "end" && !tags.contains(t) {
-                                tags.push(t.clone());
+                            if telling(t) && !tags.contains(&t.as_str()) {
+                                tags.push(t);
                             }
                         }
+                    }
+                    tags.sort_unstable();
+                    if tags.is_empty() {
+                        tags.push("(wrappers and words only)");
                     }
                     format!("{:?}: {}", f.check, tags.join(" "))
                 }
@@ -151,6 +163,25 @@ impl Summary {
             m.entry(key).or_default().push(r);
         }
         m
+    }
+
+    /// For each class, the failure whose minimised template is shortest.
+    pub fn representatives(&self) -> Vec<(String, usize, &Recorded)> {
+        self.classes()
+            .into_iter()
+            .map(|(k, rs)| {
+                let n = rs.len();
+                let best = rs
+                    .into_iter()
+                    .min_by_key(|r| {
+                        r.minimized
+                            .as_ref()
+                            .map_or(usize::MAX, |(_, f)| f.template.len())
+                    })
+                    .expect("a class has members");
+                (k, n, best)
+            })
+            .collect()
     }
 
     /// The human summary.
