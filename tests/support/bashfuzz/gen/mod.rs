@@ -387,10 +387,21 @@ impl<'r> Gen<'r> {
 
     /// One statement: an observation, a probe, or a compound wrapping more statements.
     pub fn stmt(&mut self, ctx: Ctx) -> Code {
+        self.counted(|g| g.stmt_here(ctx))
+    }
+
+    /// A statement that is a probe.
+    pub fn stmt_probe(&mut self, ctx: Ctx) -> Code {
+        self.counted(|g| probes::probe(g, ctx))
+    }
+
+    /// Give a statement its ordinal; emit it, or `:` if the minimiser skips it (after
+    /// generating it all the same, so later random choices do not move).
+    fn counted(&mut self, make: impl FnOnce(&mut Self) -> Code) -> Code {
         let k = self.stmt_no;
         self.stmt_no += 1;
         let saved = (self.obs.len(), self.tags.len(), self.sensitive);
-        let code = self.stmt_here(ctx);
+        let code = make(self);
         if self.skip.contains(&k) {
             self.obs.truncate(saved.0);
             self.tags.truncate(saved.1);

@@ -482,6 +482,7 @@ fn expand(g: &mut Gen, tpl: &str, depth: u32) -> Text {
 /// integer and nameref variables, compound assignments, bash's own variables) come up
 /// more often than the ones it can only refuse wholesale.
 const FAMILIES: &[(&str, u32)] = &[
+    ("arith:cond", 6),
     ("arith:", 16),
     ("int:", 16),
     ("array:", 8),
