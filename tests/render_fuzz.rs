@@ -29,14 +29,14 @@ fn print_failures(settings: &Settings, s: &bashfuzz::Summary) {
             return;
         }
         eprintln!("#### class {class} ({n} failures)");
-        eprintln!("{}", report(settings.seed, r));
+        eprintln!("{}", report(settings, r));
         printed += 1;
     }
     for r in s.failures.iter().filter(|r| r.minimized.is_none()) {
         if printed == settings.reports {
             return;
         }
-        eprintln!("{}", report(settings.seed, r));
+        eprintln!("{}", report(settings, r));
         printed += 1;
     }
 }

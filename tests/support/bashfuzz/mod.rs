@@ -222,13 +222,19 @@ impl Summary {
 }
 
 /// A full report of one failure.
-pub fn report(seed: u64, r: &Recorded) -> String {
+pub fn report(settings: &Settings, r: &Recorded) -> String {
     let mut s = String::new();
     let f = &r.failure;
+    // Everything that shapes generation, so the line replays the case.
+    let exclude = if settings.gen.exclude.is_empty() {
+        String::new()
+    } else {
+        format!(" CSM_FUZZ_EXCLUDE={}", settings.gen.exclude.join(","))
+    };
     let _ = writeln!(
         s,
-        "==== FAILURE {:?} (CSM_FUZZ_SEED={seed:#x} CSM_FUZZ_CASE={})\n{}",
-        f.check, r.case_no, f.detail
+        "==== FAILURE {:?} (CSM_FUZZ_SEED={:#x} CSM_FUZZ_CASE={}{exclude})\n{}",
+        f.check, settings.seed, r.case_no, f.detail
     );
     let _ = writeln!(s, "productions: {}", r.tags.join(" "));
     describe(&mut s, f);

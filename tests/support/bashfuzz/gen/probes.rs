@@ -297,7 +297,6 @@ const PROBES: &[(&str, &str, u8)] = &[
     ("special:EPOCHSECONDS", "EPOCHSECONDS={A}", 0),
     ("special:BASH_COMPAT", "BASH_COMPAT={B}", ISO),
     ("special:TIMEFORMAT", "TIMEFORMAT={W}; time :", 0),
-    ("special:GLOBIGNORE", "GLOBIGNORE={W}", ISO),
     ("special:BASH_XTRACEFD", "BASH_XTRACEFD={A}", ISO),
     ("special:declare-OPTIND", "declare OPTIND={A}", 0),
     ("special:local-OPTIND", "local OPTIND={A}", FN),
