@@ -1,7 +1,7 @@
 //! Observation statements: each writes what bash made of placeholders into its own file,
 //! and the generator records the exact bytes that file must hold.
 
-use super::words::{ph_word, word};
+use super::words::{param_word, ph_word, word};
 use super::{lit, Code, Ctx, Exp, Gen, Text};
 
 fn join_exp(parts: Vec<Vec<Exp>>, sep: &str) -> Vec<Exp> {
@@ -209,7 +209,7 @@ fn assignment(g: &mut Gen, ctx: Ctx) -> Code {
         }
         8 => {
             g.tag("obs:assign-default");
-            let (w, e) = ph_word(g, ctx.depth);
+            let (w, e) = param_word(g, ctx.depth);
             let f = g.observe(ctx, e, "assign-default");
             let op = g.rng.pick(&[":=", "="]);
             t.lit(&format!(": ${{x_{n}{op}"))
