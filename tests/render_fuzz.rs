@@ -12,16 +12,32 @@
 
 mod support;
 
+use std::time::Duration;
+
+use support::bashfuzz::sandbox::{run_bash, Sandbox};
 use support::bashfuzz::{self, oracle::Mode, report, Settings};
 
 /// CI's seed: a fixed one, so a CI failure reproduces anywhere.
 const CI_SEED: u64 = 0xC5A6_F022;
 
 fn print_failures(settings: &Settings, s: &bashfuzz::Summary) {
-    // Minimised reports first: they are the readable ones.
-    let (min, raw): (Vec<_>, Vec<_>) = s.failures.iter().partition(|r| r.minimized.is_some());
-    for r in min.into_iter().chain(raw).take(settings.reports) {
-        eprintln!("{}", report(settings.seed, r));
+    // One report per class (its shortest minimised case) first: they are the readable ones.
+    let reps = s.representatives();
+    let mut printed = 0;
+    for (class, n, r) in &reps {
+        if printed == settings.reports {
+            return;
+        }
+        eprintln!("#### class {class} ({n} failures)");
+        eprintln!("{}", report(settings, r));
+        printed += 1;
+    }
+    for r in s.failures.iter().filter(|r| r.minimized.is_none()) {
+        if printed == settings.reports {
+            return;
+        }
+        eprintln!("{}", report(settings, r));
+        printed += 1;
     }
 }
 
@@ -56,7 +72,7 @@ fn rendered_templates_keep_values_as_data_in_real_bash() {
 /// bug in the generator, not in the renderer.
 #[test]
 fn generator_model_matches_bash() {
-    let mut settings = Settings::from_env(1_500, CI_SEED ^ 0x5E1F, Mode::NaivePaste);
+    let mut settings = Settings::from_env(500, CI_SEED ^ 0x5E1F, Mode::NaivePaste);
     settings.gen.paste_safe_values = true;
     let s = bashfuzz::run(&settings);
     eprintln!("{}", s.render());
@@ -74,7 +90,7 @@ fn generator_model_matches_bash() {
 /// would do) must be caught, by canaries and by exactness checks.
 #[test]
 fn oracle_catches_a_naive_renderer() {
-    let mut settings = Settings::from_env(600, CI_SEED ^ 0xBAD, Mode::NaivePaste);
+    let mut settings = Settings::from_env(300, CI_SEED ^ 0xBAD, Mode::NaivePaste);
     settings.keep_going = true;
     settings.minimize = 0;
     settings.single = None;
@@ -88,6 +104,74 @@ fn oracle_catches_a_naive_renderer() {
         s.run
     );
     assert!(mismatch > 0, "exactness checks caught nothing");
+}
+
+/// Each case runs in a private directory (mode 0700) that is gone afterwards, and the
+/// canary directory values point to is inside it.
+#[test]
+fn case_directories_are_private_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let dir = sb.case_dir(7);
+    let work = dir.work.clone();
+    let base = work.parent().unwrap().to_path_buf();
+    for d in [&base, &work] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    let run = run_bash(
+        b"printf x > f; touch P_probe",
+        &dir,
+        false,
+        Duration::from_secs(10),
+    );
+    assert!(!run.timed_out);
+    assert_eq!(dir.entries(), ["P_probe", "f"]);
+    assert!(bashfuzz::oracle::is_canary("P_probe"));
+    drop(dir);
+    assert!(!base.exists(), "the case directory is removed");
+}
+
+/// A script that outlives its deadline is killed with everything it started, and the
+/// runner returns at the deadline rather than when the processes would have ended.
+#[test]
+fn runaway_scripts_are_killed_at_the_deadline() {
+    let sb = Sandbox::new();
+    let dir = sb.case_dir(1);
+    let script = b"sleep 30 & echo $! > bg; sleep 30";
+    let run = run_bash(script, &dir, false, Duration::from_millis(300));
+    assert!(run.timed_out);
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    let pid: i32 = String::from_utf8(dir.read("bg").unwrap())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        exits_within(pid, Duration::from_secs(10)),
+        "background job {pid} survived"
+    );
+}
+
+/// Whether process `pid` (not our child) exits within `limit`: a pidfd becomes readable
+/// when it does, so this waits on the event itself.
+fn exits_within(pid: i32, limit: Duration) -> bool {
+    use nix::libc;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // ESRCH: already gone.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = nix::poll::PollTimeout::try_from(limit.as_millis() as i32).unwrap();
+    matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
 /// The long run: a million cases, with progress and totals.

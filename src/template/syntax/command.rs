@@ -164,6 +164,13 @@ impl Parser<'_, '_> {
                     _ => {}
                 }
             }
+            if self.subst_heredoc {
+                self.distrust(
+                    "inside $(…), a command follows a here-document, which bash 5.2 re-prints \
+                     without the separator",
+                );
+                return;
+            }
             let before = self.pos;
             self.and_or(parent);
             if self.failed() {
@@ -213,6 +220,13 @@ impl Parser<'_, '_> {
             match (self.peek(), self.peek2()) {
                 (Some(b'&'), Some(b'&')) | (Some(b'|'), Some(b'|')) => {
                     self.pos += 2;
+                    if self.subst_heredoc {
+                        self.distrust(
+                            "inside $(…), a command follows a here-document, which bash 5.2 \
+                             re-prints without the separator",
+                        );
+                        return;
+                    }
                     self.skip_newlines();
                     self.pipeline(parent);
                 }

@@ -111,6 +111,9 @@ impl Parser<'_, '_> {
             self.distrust("a here-document delimiter with `$` or backquotes");
             return;
         }
+        if self.level == Level::Subst {
+            self.subst_heredoc = true;
+        }
         let body_scope = self
             .out
             .new_scope(scope, ScopeKind::Word(Role::HeredocBody));

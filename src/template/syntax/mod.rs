@@ -433,6 +433,11 @@ pub(crate) struct Parser<'s, 'o> {
     /// An enclosing parser level has here-documents pending: a newline token here would
     /// make bash read their bodies at a place this parser cannot vouch for.
     outer_pending: bool,
+    /// Inside `$(…)`: a here-document operator was read in this substitution. bash 5.2
+    /// re-prints a substitution's commands before running them, and after a command that
+    /// holds a here-document the printer can lose the next separator (`fi; x=1` becomes
+    /// `fi x=1`), so no further list item may follow it.
+    subst_heredoc: bool,
 }
 
 impl<'s, 'o> Parser<'s, 'o> {
@@ -452,6 +457,7 @@ impl<'s, 'o> Parser<'s, 'o> {
             depth,
             pending: Vec::new(),
             outer_pending: false,
+            subst_heredoc: false,
         }
     }
 

@@ -74,3 +74,20 @@ fn a_failure_inside_a_word_loop_ends_the_parse() {
         assert!(syn.unsure.is_some(), "{s}");
     }
 }
+
+#[test]
+fn bash_5_2_comsub_reprinting_is_distrusted() {
+    // Found by the fuzzer: inside $(…) bash 5.2 re-prints commands before running them.
+    for s in [
+        ": $( a=(); a+=(\"${v}\" \\`); printf '%s|' \"${a[@]}\" )",
+        "r=$(if true; then cat <<E\naaa\nE\nfi; x=${v})",
+        "r=$(cat <<E && echo ${v}\nbody\nE\n)",
+        "r=$(cat <<E; echo \"a\nb\"\nbody\nE\n)",
+    ] {
+        let syn = parse(s.as_bytes());
+        assert!(syn.unsure.is_some(), "{s}");
+    }
+    // A pipeline straight after the here-document is printed faithfully.
+    let syn = parse(b"r=$(cat <<E | tr a b\n${v}\nE\n)");
+    assert!(syn.unsure.is_none(), "{:?}", syn.unsure);
+}

@@ -316,6 +316,9 @@ impl Parser<'_, '_> {
         let mut found = Found::default();
         self.pos += 1;
         while let Some(c) = self.peek() {
+            if c == b'\n' {
+                self.newline_in_word();
+            }
             match c {
                 b'\'' => {
                     self.pos += 1;
@@ -337,6 +340,14 @@ impl Parser<'_, '_> {
         }
         self.distrust("an unterminated single-quoted string");
         found
+    }
+
+    /// A newline inside a quoted word. Inside `$(…)` bash 5.2 reads pending here-document
+    /// bodies there (at the top level it does not): refuse rather than guess.
+    fn newline_in_word(&mut self) {
+        if self.level == Level::Subst && !self.pending.is_empty() {
+            self.distrust("inside $(…), a quoted newline while a here-document is pending");
+        }
     }
 
     /// `$'…'` whose `$` is at the cursor.
@@ -383,6 +394,9 @@ impl Parser<'_, '_> {
         let mut found = Found::default();
         self.pos += 1;
         while let Some(c) = self.peek() {
+            if c == b'\n' {
+                self.newline_in_word();
+            }
             if self.failed() {
                 return found;
             }
@@ -935,6 +949,7 @@ impl Parser<'_, '_> {
         let outer_level = self.level;
         let outer_pending = std::mem::take(&mut self.pending);
         let outer_had = self.outer_pending;
+        let outer_heredoc = std::mem::replace(&mut self.subst_heredoc, false);
         self.outer_pending = outer_had || !outer_pending.is_empty();
         if self.level == Level::Top {
             self.level = Level::Subst;
@@ -952,6 +967,7 @@ impl Parser<'_, '_> {
         }
         self.pending = outer_pending;
         self.outer_pending = outer_had;
+        self.subst_heredoc = outer_heredoc;
         self.level = outer_level;
         self.leave();
         Found {
@@ -1020,6 +1036,21 @@ impl Parser<'_, '_> {
 
     /// `NAME=(…)` whose `(` is at the cursor.
     fn compound_assignment(&mut self, word: ScopeId, assign: &mut AssignState, found: &mut Found) {
+        if self.level == Level::Subst {
+            // bash 5.2 re-prints a compound assignment inside `$(…)` and loses its
+            // backslashes (`a=(x\|y)` becomes a syntax error there).
+            let end = self.src[self.pos..]
+                .iter()
+                .position(|&c| c == b')')
+                .map_or(self.src.len(), |p| self.pos + p);
+            if self.src[self.pos..end].contains(&b'\\') {
+                self.distrust(
+                    "a compound assignment with a backslash inside $(…), which bash 5.2 \
+                     re-prints without it",
+                );
+                return;
+            }
+        }
         let var = match assign {
             AssignState::Yes(a) => {
                 a.compound = true;

@@ -130,19 +130,31 @@ impl Summary {
         self.by_check.values().sum()
     }
 
-    /// Failure classes: check plus the productions of the minimised case.
+    /// Failure classes: the check plus the telling productions of the minimised case
+    /// (function forms, here-document forms, probes), leaving out wrappers, word shapes,
+    /// comments and continuations, which vary within a class.
     pub fn classes(&self) -> BTreeMap<String, Vec<&Recorded>> {
+        let telling = |t: &str| {
+            !(t.starts_with("c:")
+                || t.starts_with("w:")
+                || t.starts_with("obs:")
+                || matches!(t, "end" | "comment" | "contin" | "extglob" | "heredoc"))
+        };
         let mut m: BTreeMap<String, Vec<&Recorded>> = BTreeMap::new();
         for r in &self.failures {
             let key = match &r.minimized {
                 Some((c, f)) => {
-                    let mut tags: Vec<String> = Vec::new();
+                    let mut tags: Vec<&str> = Vec::new();
                     for it in &c.items {
                         for t in &it.tags {
-                            if t != "end" && !tags.contains(t) {
-                                tags.push(t.clone());
+                            if telling(t) && !tags.contains(&t.as_str()) {
+                                tags.push(t);
                             }
                         }
+                    }
+                    tags.sort_unstable();
+                    if tags.is_empty() {
+                        tags.push("(wrappers and words only)");
                     }
                     format!("{:?}: {}", f.check, tags.join(" "))
                 }
@@ -151,6 +163,25 @@ impl Summary {
             m.entry(key).or_default().push(r);
         }
         m
+    }
+
+    /// For each class, the failure whose minimised template is shortest.
+    pub fn representatives(&self) -> Vec<(String, usize, &Recorded)> {
+        self.classes()
+            .into_iter()
+            .map(|(k, rs)| {
+                let n = rs.len();
+                let best = rs
+                    .into_iter()
+                    .min_by_key(|r| {
+                        r.minimized
+                            .as_ref()
+                            .map_or(usize::MAX, |(_, f)| f.template.len())
+                    })
+                    .expect("a class has members");
+                (k, n, best)
+            })
+            .collect()
     }
 
     /// The human summary.
@@ -191,13 +222,19 @@ impl Summary {
 }
 
 /// A full report of one failure.
-pub fn report(seed: u64, r: &Recorded) -> String {
+pub fn report(settings: &Settings, r: &Recorded) -> String {
     let mut s = String::new();
     let f = &r.failure;
+    // Everything that shapes generation, so the line replays the case.
+    let exclude = if settings.gen.exclude.is_empty() {
+        String::new()
+    } else {
+        format!(" CSM_FUZZ_EXCLUDE={}", settings.gen.exclude.join(","))
+    };
     let _ = writeln!(
         s,
-        "==== FAILURE {:?} (CSM_FUZZ_SEED={seed:#x} CSM_FUZZ_CASE={})\n{}",
-        f.check, r.case_no, f.detail
+        "==== FAILURE {:?} (CSM_FUZZ_SEED={:#x} CSM_FUZZ_CASE={}{exclude})\n{}",
+        f.check, settings.seed, r.case_no, f.detail
     );
     let _ = writeln!(s, "productions: {}", r.tags.join(" "));
     describe(&mut s, f);
@@ -235,10 +272,13 @@ fn describe(s: &mut String, f: &Failure) {
     }
 }
 
+/// What each worker is running (case, since when), for the hang watchdog.
+type Busy = Arc<Mutex<Vec<Option<(u64, Instant)>>>>;
+
 /// Generate case `n` of a run.
 pub fn make_case(settings: &Settings, n: u64) -> gen::Case {
     let mut rng = Rng::for_case(settings.seed, n);
-    gen::case(&mut rng, &settings.gen)
+    gen::case(&mut rng, &settings.gen, &std::collections::BTreeSet::new())
 }
 
 /// Run the fuzzer.
@@ -254,8 +294,7 @@ pub fn run(settings: &Settings) -> Summary {
         ..Summary::default()
     }));
     // Per-worker start of the current case, for the hang watchdog.
-    let busy: Arc<Mutex<Vec<Option<(u64, Instant)>>>> =
-        Arc::new(Mutex::new(vec![None; settings.threads]));
+    let busy: Busy = Arc::new(Mutex::new(vec![None; settings.threads]));
     let (tx, rx) = mpsc::channel::<()>();
     let mut handles = Vec::new();
     for w in 0..settings.threads {
@@ -282,45 +321,40 @@ pub fn run(settings: &Settings) -> Summary {
                 let case = make_case(&settings, n);
                 let v = check_case(&case, settings.mode, &sb, n, settings.limits);
                 busy.lock().unwrap()[w] = None;
-                let mut s = summary.lock().unwrap();
-                s.run += 1;
-                match v {
-                    Verdict::Refused(class) => *s.refused.entry(class).or_default() += 1,
-                    Verdict::Passed { tolerated, checked } => {
-                        s.rendered += 1;
-                        s.tolerated += tolerated as u64;
-                        s.checked += checked as u64;
-                    }
-                    Verdict::Failed(f) => {
-                        s.rendered += u64::from(f.rendered.is_some());
-                        *s.by_check.entry(format!("{:?}", f.check)).or_default() += 1;
-                        let tags = case.items.iter().flat_map(|i| i.tags.clone()).collect();
-                        let minimize = s.failures.len() < settings.minimize;
-                        s.failures.push(Recorded {
-                            case_no: n,
-                            failure: *f.clone(),
-                            tags,
-                            minimized: None,
-                        });
-                        let at = s.failures.len() - 1;
-                        drop(s);
-                        if !settings.keep_going {
-                            stop.store(true, Ordering::Relaxed);
+                {
+                    let mut s = summary.lock().unwrap();
+                    s.run += 1;
+                    match v {
+                        Verdict::Refused(class) => *s.refused.entry(class).or_default() += 1,
+                        Verdict::Passed { tolerated, checked } => {
+                            s.rendered += 1;
+                            s.tolerated += tolerated as u64;
+                            s.checked += checked as u64;
                         }
-                        if minimize {
-                            let m = minimize::minimize(
-                                &case,
-                                f.check,
-                                settings.mode,
-                                &sb,
-                                n,
-                                settings.limits,
-                            );
-                            summary.lock().unwrap().failures[at].minimized = m;
+                        Verdict::Failed(f) => {
+                            s.rendered += u64::from(f.rendered.is_some());
+                            *s.by_check.entry(format!("{:?}", f.check)).or_default() += 1;
+                            let tags = case.items.iter().flat_map(|i| i.tags.clone()).collect();
+                            let minimize = s.failures.len() < settings.minimize;
+                            s.failures.push(Recorded {
+                                case_no: n,
+                                failure: *f.clone(),
+                                tags,
+                                minimized: None,
+                            });
+                            let at = s.failures.len() - 1;
+                            drop(s);
+                            if !settings.keep_going {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            if minimize {
+                                let m = minimize::minimize(&case, f.check, &settings, &sb, n);
+                                summary.lock().unwrap().failures[at].minimized = m;
+                            }
                         }
                     }
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
-                done.fetch_add(1, Ordering::Relaxed);
             }
             let _ = tx.send(());
         }));

@@ -128,14 +128,45 @@ pub fn refusal_class(e: &TemplateError) -> String {
     format!("{}/{}", e.kind().as_str(), variant)
 }
 
-/// Evaluate one case.
+/// Evaluate one case on its own: one bash process.
 pub fn check_case(case: &Case, mode: Mode, sb: &Sandbox, id: u64, lim: Limits) -> Verdict {
     let dir = sb.case_dir(id);
-    check_in(case, mode, &dir, lim)
+    match prepare(case, mode, &dir, lim) {
+        Prepared::Done(v) => v,
+        Prepared::Run(p) => {
+            let run = run_bash(&p.script, &dir, case.utf8, lim.bash);
+            judge(case, &p, &dir, &run)
+        }
+    }
 }
 
-fn check_in(case: &Case, mode: Mode, dir: &CaseDir, lim: Limits) -> Verdict {
+/// A rendered case, ready to run.
+struct Pending {
+    script: Vec<u8>,
+    text: String,
+    vals: [Vec<u8>; 3],
+}
+
+enum Prepared {
+    Done(Verdict),
+    Run(Pending),
+}
+
+fn failure(text: &str, vals: &[Vec<u8>; 3], check: Check, detail: String) -> Verdict {
+    Verdict::Failed(Box::new(Failure {
+        check,
+        detail,
+        template: text.to_string(),
+        values: vals.clone(),
+        rendered: None,
+        stderr: Vec::new(),
+    }))
+}
+
+/// Render (or paste) a case's template with its values.
+fn prepare(case: &Case, mode: Mode, dir: &CaseDir, lim: Limits) -> Prepared {
     let text = case.text();
+    let spelled = text.spell();
     let wb = dir.work_bytes();
     let vals: [Vec<u8>; 3] = [
         case.values[0].bytes(&wb),
@@ -143,17 +174,6 @@ fn check_in(case: &Case, mode: Mode, dir: &CaseDir, lim: Limits) -> Verdict {
         case.values[2].bytes(&wb),
     ];
     let source = template_source(case, &text);
-    let fail = |check, detail: String, rendered: Option<Vec<u8>>, stderr: Vec<u8>| {
-        Verdict::Failed(Box::new(Failure {
-            check,
-            detail,
-            template: text.spell(),
-            values: vals.clone(),
-            rendered,
-            stderr,
-        }))
-    };
-
     let script: Vec<u8> = match mode {
         Mode::NaivePaste => text.paste(&vals),
         Mode::Renderer => {
@@ -175,77 +195,74 @@ fn check_in(case: &Case, mode: Mode, dir: &CaseDir, lim: Limits) -> Verdict {
                         .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_default();
-                    return fail(
-                        Check::Panic,
-                        format!("render panicked: {msg}"),
-                        None,
-                        vec![],
-                    );
+                    let d = format!("render panicked: {msg}");
+                    return Prepared::Done(failure(&spelled, &vals, Check::Panic, d));
                 }
                 Ok(r) => r,
             };
             if took > lim.render {
-                return fail(
-                    Check::SlowRender,
-                    format!("rendering took {took:?} (bound {:?})", lim.render),
-                    r.ok(),
-                    vec![],
-                );
+                let d = format!("rendering took {took:?} (bound {:?})", lim.render);
+                return Prepared::Done(failure(&spelled, &vals, Check::SlowRender, d));
             }
             match r {
                 Err(e) => {
                     let kind = e.kind().as_str();
                     if !matches!(kind, "render_error" | "missing_variable" | "invalid_input") {
-                        return fail(
-                            Check::BadKind,
-                            format!("refused with kind {kind}: {e}"),
-                            None,
-                            vec![],
-                        );
+                        let d = format!("refused with kind {kind}: {e}");
+                        return Prepared::Done(failure(&spelled, &vals, Check::BadKind, d));
                     }
                     let msg = e.to_string();
-                    let spelled = text.spell();
                     for (i, v) in vals.iter().enumerate() {
                         if v.len() >= 8
                             && contains(msg.as_bytes(), v)
                             && !contains(spelled.as_bytes(), v)
                         {
-                            return fail(
-                                Check::ValueInMessage,
-                                format!(
-                                    "the message of a refusal holds the value of `{}`: {msg}",
-                                    VARS[i]
-                                ),
-                                None,
-                                vec![],
+                            let d = format!(
+                                "the message of a refusal holds the value of `{}`: {msg}",
+                                VARS[i]
                             );
+                            return Prepared::Done(failure(
+                                &spelled,
+                                &vals,
+                                Check::ValueInMessage,
+                                d,
+                            ));
                         }
                     }
-                    return Verdict::Refused(refusal_class(&e));
+                    return Prepared::Done(Verdict::Refused(refusal_class(&e)));
                 }
                 Ok(s) => s,
             }
         }
     };
-
-    let run = run_bash(&script, dir, case.utf8, lim.bash);
-    judge(case, &vals, dir, &run, script, fail)
+    if let Some(d) = std::env::var_os("CSM_FUZZ_DUMP") {
+        // Debugging aid: keep every script that runs.
+        let n = std::fs::read_dir(&d).map_or(0, |r| r.count());
+        let _ = std::fs::write(std::path::Path::new(&d).join(format!("s{n}.sh")), &script);
+    }
+    Prepared::Run(Pending {
+        script,
+        text: spelled,
+        vals,
+    })
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn judge(
-    case: &Case,
-    vals: &[Vec<u8>; 3],
-    dir: &CaseDir,
-    run: &Run,
-    script: Vec<u8>,
-    fail: impl Fn(Check, String, Option<Vec<u8>>, Vec<u8>) -> Verdict,
-) -> Verdict {
-    let stderr = run.stderr.clone();
-    let f = |c, d: String| fail(c, d, Some(script.clone()), stderr.clone());
+fn judge(case: &Case, p: &Pending, dir: &CaseDir, run: &Run) -> Verdict {
+    let vals = &p.vals;
+    let f = |check, detail: String| {
+        Verdict::Failed(Box::new(Failure {
+            check,
+            detail,
+            template: p.text.clone(),
+            values: vals.clone(),
+            rendered: Some(p.script.clone()),
+            stderr: run.stderr.clone(),
+        }))
+    };
     let entries = dir.entries();
     let canaries: Vec<&String> = entries.iter().filter(|e| is_canary(e)).collect();
     if !canaries.is_empty() {

@@ -59,6 +59,10 @@ pub struct CaseDir {
 }
 
 impl CaseDir {
+    fn script(&self) -> PathBuf {
+        self.base.join("script.sh")
+    }
+
     /// The work directory as bytes (what `@C@` in a value stands for).
     pub fn work_bytes(&self) -> Vec<u8> {
         self.work.as_os_str().as_encoded_bytes().to_vec()
@@ -109,12 +113,20 @@ pub struct Run {
 
 /// Run `script` with bash in `dir`.
 pub fn run_bash(script: &[u8], dir: &CaseDir, utf8: bool, timeout: Duration) -> Run {
-    let path = dir.base.join("script.sh");
+    let path = dir.script();
     fs::write(&path, script).expect("write script");
-    run_path(&path, &dir.work, utf8, timeout)
+    run_path(&path, &dir.work, locale(utf8), timeout)
 }
 
-fn run_path(path: &Path, cwd: &Path, utf8: bool, timeout: Duration) -> Run {
+fn locale(utf8: bool) -> &'static str {
+    if utf8 {
+        "C.UTF-8"
+    } else {
+        "C"
+    }
+}
+
+fn run_path(path: &Path, cwd: &Path, locale: &str, timeout: Duration) -> Run {
     let start = Instant::now();
     let mut child = Command::new("/bin/bash")
         .arg("--noprofile")
@@ -123,7 +135,7 @@ fn run_path(path: &Path, cwd: &Path, utf8: bool, timeout: Duration) -> Run {
         .current_dir(cwd)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LC_ALL", if utf8 { "C.UTF-8" } else { "C" })
+        .env("LC_ALL", locale)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

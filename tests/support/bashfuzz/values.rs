@@ -198,12 +198,12 @@ const BENIGN: &[&str] = &[
 
 /// A benign value.
 pub fn benign(rng: &mut Rng) -> Value {
-    Value::benign(*rng.pick(BENIGN))
+    Value::benign(rng.pick::<&str>(BENIGN))
 }
 
 /// A non-empty `[A-Za-z0-9_]` value: pasting it verbatim is exact in every context.
 pub fn paste_safe(rng: &mut Rng) -> Value {
-    Value::benign(*rng.pick(&["0", "1", "7", "42", "zq", "zname_1", "Zed", "hello"]))
+    Value::benign(rng.pick::<&str>(&["0", "1", "7", "42", "zq", "zname_1", "Zed", "hello"]))
 }
 
 /// One hostile fragment.
@@ -228,9 +228,35 @@ fn fragment(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// Whole values shaped for one context each (a subscript, a compound assignment, a
+/// quote breaker, a here-document terminator): a sharp probe needs the value to be
+/// exactly that shape, which random concatenation rarely produces.
+const SHARP: &[&str] = &[
+    "a[$(touch @C@/P_subscript)]",
+    "x[$(touch @C@/P_subscript_x)]",
+    "([0]=$(touch @C@/P_compound))",
+    "([k]=$(touch @C@/P_compound_k))",
+    "'; touch @C@/P_squote; : '",
+    "\"; touch @C@/P_dquote; : \"",
+    "$(touch @C@/P_dollar)",
+    "`touch @C@/P_backquote`",
+    "\nE\ntouch @C@/P_heredoc_E\n",
+    "\nEOF\ntouch @C@/P_heredoc_EOF\n",
+    "\nEND_1\ntouch @C@/P_heredoc_END\n",
+    "1+a[$(touch @C@/P_arith)]",
+    "-v",
+];
+
 /// A hostile value: a few fragments, sometimes padded with spaces, sometimes long.
 pub fn hostile(rng: &mut Rng) -> Value {
-    let n = rng.range(1, 5);
+    if rng.chance(1, 4) {
+        return Value {
+            frags: vec![rng.pick(SHARP).as_bytes().to_vec()],
+            class: Class::Hostile,
+        };
+    }
+    // Often a single fragment: a bare payload is the sharpest probe of a context.
+    let n = if rng.chance(2, 5) { 1 } else { rng.range(2, 5) };
     let mut frags: Vec<Vec<u8>> = (0..n).map(|_| fragment(rng)).collect();
     if rng.chance(1, 10) {
         frags.insert(0, b"  ".to_vec());

@@ -154,7 +154,7 @@ pub fn heredoc_cmd(g: &mut Gen, ctx: Ctx) -> (Code, String) {
 /// A here-document statement in one of its settings.
 pub fn heredoc_stmt(g: &mut Gen, ctx: Ctx) -> Code {
     g.tag("heredoc");
-    match g.rng.below(10) {
+    match g.rng.below(11) {
         0..=2 => heredoc_cmd(g, ctx).0,
         3 => {
             // Several on one line, bodies in order.
@@ -201,6 +201,30 @@ pub fn heredoc_stmt(g: &mut Gen, ctx: Ctx) -> Code {
                 head,
                 bodies: Text::new(),
                 oneline: true,
+            }
+        }
+        8 => {
+            // A `case` inside `$(…)` inside a function body.
+            g.tag("hd:fn-case-comsub");
+            let inner_ctx = Ctx {
+                in_subst: true,
+                in_fn: true,
+                ..ctx
+            };
+            let (inner, _) = heredoc_cmd(g, inner_ctx);
+            let n = g.uid();
+            let open =
+                g.rng
+                    .pick::<&str>(&["f_N() { ", "f_N(){ ", "function f_N { ", "f_N () {\n"]);
+            let open = open.replace('N', &n.to_string());
+            let mut t = Text::of(&open);
+            t.lit(": \"$(case x in x) ")
+                .cat(&inner.close())
+                .lit(&format!(";; esac)\"; }}; f_{n}"));
+            Code {
+                head: t,
+                bodies: Text::new(),
+                oneline: false,
             }
         }
         7 => {
@@ -259,7 +283,10 @@ fn looks_like_heredoc(g: &mut Gen, ctx: Ctx) -> Code {
     let _ = open_after;
     let mut t = Text::new();
     let mut e: Vec<Exp> = Vec::new();
+    // `<(:)#'…'` is a word too (a path, then `#`); only what follows the `#` is known.
+    let procsub = g.rng.chance(1, 4);
     let (start, start_meaning) = match g.rng.below(3) {
+        _ if procsub => ("<(:)#'", ""),
         0 => ("$(:)#'", "#"),
         1 => ("$((0))#'", "0#"),
         _ => ("\"\"#'", "#"),
@@ -272,9 +299,24 @@ fn looks_like_heredoc(g: &mut Gen, ctx: Ctx) -> Code {
     e.push(Exp::Val(p.var));
     t.lit(&format!("\n{d}\n'"));
     e.push(lit(&format!("\n{d}\n")));
+    // Through `${x#*#}` for the `<(:)` form: a pattern operation (see `uses_patterns`).
+    let e = if procsub {
+        vec![Exp::Strip {
+            x: e,
+            p: Vec::new(),
+            suffix: false,
+        }]
+    } else {
+        e
+    };
     let f = g.observe(ctx, e, "heredoc-lookalike");
     let mut head = Text::new();
-    if g.rng.chance(1, 2) {
+    if procsub {
+        let n = g.uid();
+        head.lit(&format!("x_{n}="))
+            .cat(&t)
+            .lit(&format!("; printf '%s' \"${{x_{n}#*#}}\" > {f}"));
+    } else if g.rng.chance(1, 2) {
         head.lit("printf '%s' ").cat(&t).lit(&format!(" > {f}"));
     } else {
         let n = g.uid();

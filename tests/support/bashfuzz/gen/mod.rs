@@ -14,234 +14,16 @@
 mod heredoc;
 mod obs;
 mod probes;
+mod text;
 mod words;
 mod wrap;
 
+pub use text::{eval, lit, uses_patterns, Exp, Ph, Seg, Text, VARS};
+
+use std::collections::BTreeSet;
+
 use super::rng::Rng;
 use super::values::{self, Class, Value, DELIMS};
-
-/// Template variables: `v`, `w` (template variables) and `s` (a `secrets.getValue` id).
-pub const VARS: [&str; 3] = ["v", "w", "s"];
-
-/// A placeholder: which variable, and which spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ph {
-    pub var: usize,
-    pub form: u8,
-}
-
-impl Ph {
-    /// The placeholder as written in the template.
-    pub fn spell(self) -> String {
-        let n = VARS[self.var];
-        if self.var == 2 {
-            match self.form % 3 {
-                0 => format!("${{secrets.getValue(\"{n}\")}}"),
-                1 => format!("${{secrets.getValue('{n}')}}"),
-                _ => format!("<+secrets.getValue(\"{n}\")>"),
-            }
-        } else {
-            match self.form % 3 {
-                0 => format!("${{{n}}}"),
-                1 => format!("<+secretManager.environmentVariables.{n}>"),
-                _ => format!("<+spec.environmentVariables.{n}>"),
-            }
-        }
-    }
-}
-
-/// A piece of template text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
-    Lit(String),
-    Ph(Ph),
-}
-
-/// Template text with placeholders.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Text(pub Vec<Seg>);
-
-impl Text {
-    pub fn new() -> Text {
-        Text(Vec::new())
-    }
-    pub fn of(s: &str) -> Text {
-        let mut t = Text::new();
-        t.lit(s);
-        t
-    }
-    pub fn lit(&mut self, s: &str) -> &mut Text {
-        if s.is_empty() {
-            return self;
-        }
-        if let Some(Seg::Lit(last)) = self.0.last_mut() {
-            last.push_str(s);
-        } else {
-            self.0.push(Seg::Lit(s.to_string()));
-        }
-        self
-    }
-    pub fn ph(&mut self, p: Ph) -> &mut Text {
-        self.0.push(Seg::Ph(p));
-        self
-    }
-    pub fn cat(&mut self, t: &Text) -> &mut Text {
-        for s in &t.0 {
-            match s {
-                Seg::Lit(l) => {
-                    self.lit(l);
-                }
-                Seg::Ph(p) => {
-                    self.ph(*p);
-                }
-            }
-        }
-        self
-    }
-    pub fn has_ph(&self) -> bool {
-        self.0.iter().any(|s| matches!(s, Seg::Ph(_)))
-    }
-    /// The template text.
-    pub fn spell(&self) -> String {
-        self.0
-            .iter()
-            .map(|s| match s {
-                Seg::Lit(l) => l.clone(),
-                Seg::Ph(p) => p.spell(),
-            })
-            .collect()
-    }
-    /// Placeholders replaced by the given bytes verbatim (the naive paste).
-    pub fn paste(&self, vals: &[Vec<u8>; 3]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for s in &self.0 {
-            match s {
-                Seg::Lit(l) => out.extend_from_slice(l.as_bytes()),
-                Seg::Ph(p) => out.extend_from_slice(&vals[p.var]),
-            }
-        }
-        out
-    }
-    /// Escape literal text for the inside of backquotes (`\`, `` ` `` and `$` get a
-    /// backslash, which bash removes before parsing the command).
-    pub fn backquoted(&self) -> Text {
-        Text(
-            self.0
-                .iter()
-                .map(|s| match s {
-                    Seg::Lit(l) => {
-                        let mut e = String::with_capacity(l.len());
-                        for c in l.chars() {
-                            if matches!(c, '\\' | '`' | '$') {
-                                e.push('\\');
-                            }
-                            e.push(c);
-                        }
-                        Seg::Lit(e)
-                    }
-                    p => p.clone(),
-                })
-                .collect(),
-        )
-    }
-}
-
-/// Expected output, built from literal bytes and values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exp {
-    Lit(Vec<u8>),
-    Val(usize),
-    /// Command substitution: trailing newlines removed.
-    StripNl(Vec<Exp>),
-    /// `1` if both sides are equal, else `0`.
-    Eq(Vec<Exp>, Vec<Exp>),
-    /// `1` if non-empty, else `0`.
-    NonEmpty(Vec<Exp>),
-    /// `${x#p}` with a literal (quoted) pattern; `suffix` for `${x%p}`.
-    Strip {
-        x: Vec<Exp>,
-        p: Vec<Exp>,
-        suffix: bool,
-    },
-    /// `${x/p/r}` (`all`: `${x//p/r}`) with literal pattern and replacement.
-    Replace {
-        x: Vec<Exp>,
-        p: Vec<Exp>,
-        r: Vec<Exp>,
-        all: bool,
-    },
-}
-
-/// Whether an expectation matches patterns against values: in a UTF-8 locale bash 5.2
-/// matches characters, and bytes that are not valid UTF-8 make the result unpredictable.
-pub fn uses_patterns(e: &[Exp]) -> bool {
-    e.iter().any(|x| match x {
-        Exp::Strip { .. } | Exp::Replace { .. } => true,
-        Exp::StripNl(i) | Exp::NonEmpty(i) => uses_patterns(i),
-        Exp::Eq(a, b) => uses_patterns(a) || uses_patterns(b),
-        _ => false,
-    })
-}
-
-/// Evaluate an expectation with concrete values.
-pub fn eval(e: &[Exp], vals: &[Vec<u8>; 3]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for x in e {
-        match x {
-            Exp::Lit(b) => out.extend_from_slice(b),
-            Exp::Val(v) => out.extend_from_slice(&vals[*v]),
-            Exp::StripNl(inner) => {
-                let mut s = eval(inner, vals);
-                while s.last() == Some(&b'\n') {
-                    s.pop();
-                }
-                out.extend_from_slice(&s);
-            }
-            Exp::Eq(a, b) => out.push(if eval(a, vals) == eval(b, vals) {
-                b'1'
-            } else {
-                b'0'
-            }),
-            Exp::NonEmpty(a) => out.push(if eval(a, vals).is_empty() { b'0' } else { b'1' }),
-            Exp::Strip { x, p, suffix } => {
-                let x = eval(x, vals);
-                let p = eval(p, vals);
-                let r = if *suffix {
-                    x.strip_suffix(&p[..])
-                } else {
-                    x.strip_prefix(&p[..])
-                };
-                out.extend_from_slice(r.unwrap_or(&x));
-            }
-            Exp::Replace { x, p, r, all } => {
-                let x = eval(x, vals);
-                let p = eval(p, vals);
-                let r = eval(r, vals);
-                if p.is_empty() {
-                    out.extend_from_slice(&x);
-                    continue;
-                }
-                let mut i = 0;
-                let mut done = false;
-                while i < x.len() {
-                    if !done && x[i..].starts_with(&p) {
-                        out.extend_from_slice(&r);
-                        i += p.len();
-                        done = !*all;
-                    } else {
-                        out.push(x[i]);
-                        i += 1;
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-pub fn lit(s: &str) -> Exp {
-    Exp::Lit(s.as_bytes().to_vec())
-}
 
 /// One observation: a file the script writes, and what it must hold.
 #[derive(Debug, Clone)]
@@ -276,6 +58,8 @@ pub struct Case {
     pub document: bool,
     /// Run under `LC_ALL=C.UTF-8` rather than the C locale.
     pub utf8: bool,
+    /// Statements generated (see [`Gen::stmt`]).
+    pub stmts: u32,
 }
 
 impl Case {
@@ -296,9 +80,12 @@ impl Case {
             .flat_map(|(i, it)| it.obs.iter().map(move |o| (i, o)))
     }
 
-    /// All values benign: nothing may abort, so every live observation must appear.
+    /// All values benign and non-empty: nothing may abort, so every live observation must
+    /// appear. (An empty name aborts `${!x}`, an empty offset `${@:}`.)
     pub fn strict(&self) -> bool {
-        self.values.iter().all(|v| v.class == Class::Benign)
+        self.values
+            .iter()
+            .all(|v| v.class == Class::Benign && !v.raw().is_empty())
     }
 
     /// Variables whose placeholders occur.
@@ -387,10 +174,15 @@ pub struct Gen<'r> {
     pub sensitive: bool,
     /// Productions excluded by `CSM_FUZZ_EXCLUDE` (tag prefixes).
     exclude: &'r [String],
+    /// Statements (by ordinal) generated as usual but emitted as `:`: the minimiser's
+    /// way to drop a statement while every other random choice stays the same.
+    skip: &'r BTreeSet<u32>,
+    /// Statements generated so far.
+    stmt_no: u32,
 }
 
 impl<'r> Gen<'r> {
-    pub fn new(rng: &'r mut Rng, exclude: &'r [String]) -> Gen<'r> {
+    pub fn new(rng: &'r mut Rng, exclude: &'r [String], skip: &'r BTreeSet<u32>) -> Gen<'r> {
         Gen {
             rng,
             uid: 0,
@@ -398,6 +190,8 @@ impl<'r> Gen<'r> {
             tags: Vec::new(),
             sensitive: false,
             exclude,
+            skip,
+            stmt_no: 0,
         }
     }
 
@@ -577,8 +371,7 @@ impl<'r> Gen<'r> {
     pub fn stmts(&mut self, ctx: Ctx) -> Code {
         // Lists shrink with depth so templates stay small (a few hundred bytes).
         let n = match ctx.depth {
-            0 => self.rng.range(1, 3),
-            1 => self.rng.range(1, 2),
+            0 | 1 => self.rng.range(1, 2),
             _ => 1,
         };
         let mut code: Option<Code> = None;
@@ -594,6 +387,31 @@ impl<'r> Gen<'r> {
 
     /// One statement: an observation, a probe, or a compound wrapping more statements.
     pub fn stmt(&mut self, ctx: Ctx) -> Code {
+        self.counted(|g| g.stmt_here(ctx))
+    }
+
+    /// A statement that is a probe.
+    pub fn stmt_probe(&mut self, ctx: Ctx) -> Code {
+        self.counted(|g| probes::probe(g, ctx))
+    }
+
+    /// Give a statement its ordinal; emit it, or `:` if the minimiser skips it (after
+    /// generating it all the same, so later random choices do not move).
+    fn counted(&mut self, make: impl FnOnce(&mut Self) -> Code) -> Code {
+        let k = self.stmt_no;
+        self.stmt_no += 1;
+        let saved = (self.obs.len(), self.tags.len(), self.sensitive);
+        let code = make(self);
+        if self.skip.contains(&k) {
+            self.obs.truncate(saved.0);
+            self.tags.truncate(saved.1);
+            self.sensitive = saved.2;
+            return Code::of(":");
+        }
+        code
+    }
+
+    fn stmt_here(&mut self, ctx: Ctx) -> Code {
         let deeper = Ctx {
             depth: ctx.depth + 1,
             ..ctx
@@ -617,7 +435,7 @@ impl<'r> Gen<'r> {
         if r < 92 {
             return probes::probe(self, ctx);
         }
-        Code::new(Text::of(*self.rng.pick(&[
+        Code::new(Text::of(self.rng.pick::<&str>(&[
             ":",
             "true",
             "x_=1",
@@ -625,6 +443,11 @@ impl<'r> Gen<'r> {
         ])))
     }
 }
+
+/// The prelude's `cat`: stdin (or its one file argument) to stdout, byte for byte (values
+/// never hold NUL).
+pub const CAT: &str =
+    "cat() { local l=; IFS= read -r -d '' l < \"${1:-/dev/stdin}\"; printf '%s' \"$l\"; }\n";
 
 /// Knobs that shape generation.
 #[derive(Debug, Clone, Default)]
@@ -637,7 +460,7 @@ pub struct Config {
 }
 
 /// Generate case `rng` (deterministic).
-pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
+pub fn case(rng: &mut Rng, cfg: &Config, skip: &BTreeSet<u32>) -> Case {
     let values = if cfg.paste_safe_values {
         [
             values::paste_safe(rng),
@@ -657,9 +480,13 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
     if extglob {
         prelude.lit("shopt -s extglob\n");
     }
+    // A builtin-only `cat`: the observations use it a lot, and an exec per use would
+    // dominate the run time.
+    prelude.lit(CAT);
+    // One top-level statement per item: the minimiser's granule.
     let n_items = rng.range(1, 4);
     let mut items = Vec::with_capacity(n_items + 1);
-    let mut g = Gen::new(rng, &cfg.exclude);
+    let mut g = Gen::new(rng, &cfg.exclude, skip);
     for _ in 0..n_items {
         let ctx = Ctx {
             live: true,
@@ -669,7 +496,12 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
             in_fn: false,
             in_bq: false,
         };
-        let code = g.stmts(ctx);
+        let ordinal = g.stmt_no;
+        let code = g.stmt(ctx);
+        if skip.contains(&ordinal) {
+            // Dropped by the minimiser: leave no `:` line behind.
+            continue;
+        }
         items.push(Item {
             text: code.close(),
             obs: std::mem::take(&mut g.obs),
@@ -702,10 +534,11 @@ pub fn case(rng: &mut Rng, cfg: &Config) -> Case {
         values,
         document,
         utf8,
+        stmts: g.stmt_no,
     }
 }
 
 /// A delimiter for a new here-document.
 pub fn delim(rng: &mut Rng) -> &'static str {
-    *rng.pick(DELIMS)
+    rng.pick::<&str>(DELIMS)
 }

@@ -1,7 +1,7 @@
 //! Observation statements: each writes what bash made of placeholders into its own file,
 //! and the generator records the exact bytes that file must hold.
 
-use super::words::{ph_word, word};
+use super::words::{param_word, ph_word, word};
 use super::{lit, Code, Ctx, Exp, Gen, Text};
 
 fn join_exp(parts: Vec<Vec<Exp>>, sep: &str) -> Vec<Exp> {
@@ -175,8 +175,8 @@ fn assignment(g: &mut Gen, ctx: Ctx) -> Code {
         }
         5 | 6 => {
             g.tag("obs:array");
-            let (w1, e1) = ph_word(g, ctx.depth);
-            let (w2, e2) = word(g, ctx.depth);
+            let (w1, e1) = element(g, ctx, true);
+            let (w2, e2) = element(g, ctx, false);
             let f = g.observe(ctx, join_exp(vec![e1, e2], "|"), "array");
             let pre = match g.rng.below(4) {
                 0 => format!("a_{n}=("),
@@ -198,7 +198,7 @@ fn assignment(g: &mut Gen, ctx: Ctx) -> Code {
         }
         7 => {
             g.tag("obs:assoc");
-            let (w, e) = ph_word(g, ctx.depth);
+            let (w, e) = element(g, ctx, true);
             let f = g.observe(ctx, e, "assoc");
             if g.rng.chance(1, 2) {
                 t.lit(&format!("declare -A m_{n}=([k1]=")).cat(&w).lit(")");
@@ -209,7 +209,7 @@ fn assignment(g: &mut Gen, ctx: Ctx) -> Code {
         }
         8 => {
             g.tag("obs:assign-default");
-            let (w, e) = ph_word(g, ctx.depth);
+            let (w, e) = param_word(g, ctx.depth);
             let f = g.observe(ctx, e, "assign-default");
             let op = g.rng.pick(&[":=", "="]);
             t.lit(&format!(": ${{x_{n}{op}"))
@@ -231,6 +231,22 @@ fn assignment(g: &mut Gen, ctx: Ctx) -> Code {
         }
     }
     Code::new(t)
+}
+
+/// A word for a compound array assignment. Inside `$(…)` bash 5.2.15 re-prints such an
+/// assignment and loses backslashes (`a=(x\|y)` is a syntax error there, `a=(\  b)` one
+/// element), so words with a backslash stay out there.
+fn element(g: &mut Gen, ctx: Ctx, with_ph: bool) -> (Text, Vec<Exp>) {
+    loop {
+        let (w, e) = if with_ph {
+            ph_word(g, ctx.depth)
+        } else {
+            word(g, ctx.depth)
+        };
+        if !ctx.in_subst || !w.spell().contains('\\') {
+            return (w, e);
+        }
+    }
 }
 
 /// `read`, `mapfile` and `printf -v` fed with a placeholder.

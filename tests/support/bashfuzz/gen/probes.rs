@@ -297,7 +297,6 @@ const PROBES: &[(&str, &str, u8)] = &[
     ("special:EPOCHSECONDS", "EPOCHSECONDS={A}", 0),
     ("special:BASH_COMPAT", "BASH_COMPAT={B}", ISO),
     ("special:TIMEFORMAT", "TIMEFORMAT={W}; time :", 0),
-    ("special:GLOBIGNORE", "GLOBIGNORE={W}", ISO),
     ("special:BASH_XTRACEFD", "BASH_XTRACEFD={A}", ISO),
     ("special:declare-OPTIND", "declare OPTIND={A}", 0),
     ("special:local-OPTIND", "local OPTIND={A}", FN),
@@ -478,10 +477,41 @@ fn expand(g: &mut Gen, tpl: &str, depth: u32) -> Text {
     t
 }
 
+/// Families and their weights: the contexts a renderer must recognise (arithmetic,
+/// integer and nameref variables, compound assignments, bash's own variables) come up
+/// more often than the ones it can only refuse wholesale.
+const FAMILIES: &[(&str, u32)] = &[
+    ("arith:cond", 6),
+    ("arith:", 16),
+    ("int:", 16),
+    ("array:", 8),
+    ("nameref:", 8),
+    ("special:", 12),
+    ("name:", 8),
+    ("eval:", 14),
+    ("transform:", 3),
+    ("cmdpos:", 3),
+];
+
 /// One probe statement.
 pub fn probe(g: &mut Gen, ctx: Ctx) -> Code {
+    if !PROBES.iter().any(|p| g.allowed(p.0)) {
+        return Code::of(":");
+    }
+    let total: u32 = FAMILIES.iter().map(|f| f.1).sum();
     let (tag, tpl, flags) = loop {
-        let p = *g.rng.pick(PROBES);
+        let mut r = g.rng.below(total as usize) as u32;
+        let fam = FAMILIES
+            .iter()
+            .find(|f| {
+                let hit = r < f.1;
+                r = r.saturating_sub(f.1);
+                hit
+            })
+            .map_or("arith:", |f| f.0);
+        let members: Vec<&(&str, &str, u8)> =
+            PROBES.iter().filter(|p| p.0.starts_with(fam)).collect();
+        let p = **g.rng.pick(&members);
         if g.allowed(p.0) {
             break p;
         }

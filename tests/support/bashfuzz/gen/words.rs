@@ -181,7 +181,7 @@ pub fn comment(g: &mut Gen) -> String {
     let n = g.rng.range(0, 4);
     let mut s = String::from("#");
     for _ in 0..n {
-        s.push_str(*g.rng.pick(&lures));
+        s.push_str(g.rng.pick::<&str>(&lures));
     }
     s
 }
@@ -348,6 +348,16 @@ fn param_unquoted(g: &mut Gen, depth: u32) -> (Text, Vec<Exp>) {
     g.tag("w:param");
     let op = *g.rng.pick(&["_u:-", "_u-", "PATH:+", "PATH+"]);
     let mut t = Text::of(&format!("${{{op}"));
+    let (it, e) = param_word(g, depth);
+    t.cat(&it).lit("}");
+    (t, e)
+}
+
+/// The word of an unquoted `${x:-…}`, `${x:=…}`: quotes, plain text and placeholders, with
+/// inert lures only (bash's scan for the closing brace is easily derailed, in `$(…)`
+/// especially), and at least one quoted part or placeholder.
+pub fn param_word(g: &mut Gen, depth: u32) -> (Text, Vec<Exp>) {
+    let mut t = Text::new();
     let mut e = Vec::new();
     let mut quoted = false;
     for _ in 0..g.rng.range(1, 2) {
@@ -382,7 +392,6 @@ fn param_unquoted(g: &mut Gen, depth: u32) -> (Text, Vec<Exp>) {
         t.ph(p);
         e.push(Exp::Val(p.var));
     }
-    t.lit("}");
     (t, e)
 }
 

@@ -50,10 +50,28 @@ fn body_after(g: &mut Gen, acc: Code, body: Code) -> Code {
 }
 
 fn body(g: &mut Gen, ctx: Ctx, live: bool) -> Code {
-    g.stmts(Ctx {
-        live: ctx.live && live,
-        ..ctx
-    })
+    lead_probe(
+        g,
+        Ctx {
+            live: ctx.live && live,
+            ..ctx
+        },
+    )
+}
+
+/// A statement list that often starts with a probe: the first command of a body is where
+/// a lexer that misreads the header (`f(){`, `f()(`, `do`, `then`, `in x)`) misses a
+/// context.
+fn lead_probe(g: &mut Gen, ctx: Ctx) -> Code {
+    if g.rng.chance(1, 3) {
+        let first = g.stmt_probe(ctx);
+        if g.rng.chance(1, 2) {
+            return first;
+        }
+        let rest = g.stmts(ctx);
+        return g.sep(ctx, first, rest);
+    }
+    g.stmts(ctx)
 }
 
 /// A compound wrapper around fresh statements.
@@ -256,43 +274,43 @@ fn function(g: &mut Gen, ctx: Ctx) -> Code {
     let kwf = g.kw("function");
     let def = match form {
         0 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}() {{ "), b, "}", true)
         }
         1 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}(){{ "), b, "}", true)
         }
         2 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name} () {{ "), b, "}", true)
         }
         3 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}()\n{{\n"), b, "}", true)
         }
         4 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{kwf} {name} {{ "), b, "}", true)
         }
         5 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{kwf} {name}() {{ "), b, "}", true)
         }
         6 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{kwf} {name} () {{ "), b, "}", true)
         }
         7 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}() ( "), b, ")", false)
         }
         8 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}()( "), b, ")", false)
         }
         9 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{kwf} {name}() ( "), b, ")", false)
         }
         10 => {
@@ -314,11 +332,11 @@ fn function(g: &mut Gen, ctx: Ctx) -> Code {
             Code { head: h, ..c }
         }
         13 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}( ) {{ "), b, "} >/dev/null", true)
         }
         14 => {
-            let b = g.stmts(inner);
+            let b = lead_probe(g, inner);
             g.enclose(&format!("{name}()\n\n{{ "), b, "} 2>/dev/null", true)
         }
         _ => {
