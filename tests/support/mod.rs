@@ -4,6 +4,7 @@
 //! - [`ssh`]: targets, jobs and /proc probes for the SSH executor tests against [`sshd`].
 //! - [`skip`]: loud skips that fail under CI.
 //! - [`bashfuzz`]: the differential fuzzer of the template renderer against real bash.
+//! - [`standins`]: loopback stand-ins for the secret stores of `examples/templates/`.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
@@ -11,5 +12,6 @@
 
 pub mod bashfuzz;
 pub mod skip;
+pub mod standins;
 pub mod ssh;
 pub mod sshd;
