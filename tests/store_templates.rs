@@ -10,8 +10,8 @@ mod support;
 use serde_json::{json, Value};
 
 use support::standins::cli::{
-    assert_nothing_ran, assert_script_failed, assert_secret, contains, curl_version,
-    have_tools, Run, HOSTILE,
+    assert_nothing_ran, assert_script_failed, assert_secret, contains, curl_version, have_tools,
+    ArgvLog, Run, HOSTILE,
 };
 use support::standins::http::Request;
 use support::standins::{aws, azure, cyberark, doppler, onepassword, sigv4, vault};
@@ -84,8 +84,8 @@ fn vault_reads_a_field_exactly() {
     assert_eq!(req.header_count("X-Vault-Namespace"), 0);
 
     // A field that is not a string comes back as JSON.
-    let run = vault_run(&server.url(), "app/prod/db", "port", "", "")
-        .secret("vault-token", VAULT_TOKEN);
+    let run =
+        vault_run(&server.url(), "app/prod/db", "port", "", "").secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.reveal(), b"5432");
 }
 
@@ -94,7 +94,11 @@ fn vault_sends_version_and_namespace() {
     if !curl_jq("vault_sends_version_and_namespace") {
         return;
     }
-    let server = vault::start(vault_kv("db", json!({"password": "v3-value"}), Some("team-a/")));
+    let server = vault::start(vault_kv(
+        "db",
+        json!({"password": "v3-value"}),
+        Some("team-a/"),
+    ));
     let run = vault_run(&server.url(), "db", "password", "3", "team-a/")
         .secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.reveal(), b"v3-value");
@@ -204,14 +208,21 @@ fn aws_signed_request_reads_a_json_key_and_the_whole_string() {
     assert_secret(&run.reveal(), b"pa ss\"\n");
     let req = server.only_request();
     assert_eq!((req.method.as_str(), req.raw_path.as_str()), ("POST", "/"));
-    assert_eq!(header(&req, "X-Amz-Target"), "secretsmanager.GetSecretValue");
+    assert_eq!(
+        header(&req, "X-Amz-Target"),
+        "secretsmanager.GetSecretValue"
+    );
     assert_eq!(header(&req, "Content-Type"), "application/x-amz-json-1.1");
     let body: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body, json!({"SecretId": "prod/db"}));
     // The stand-in verified the signature; check the scope it was made for.
     let auth = sigv4::verify(&req, AWS_SECRET).expect("a valid SigV4 signature");
     assert_eq!(
-        (auth.access_key_id.as_str(), auth.region.as_str(), auth.service.as_str()),
+        (
+            auth.access_key_id.as_str(),
+            auth.region.as_str(),
+            auth.service.as_str()
+        ),
         (AKID, "eu-west-1", "secretsmanager")
     );
     assert!(auth.signed_headers.iter().any(|h| h == "x-amz-date"));
@@ -236,7 +247,10 @@ fn aws_reads_a_previous_stage_and_binary_secrets() {
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.reveal(), b"old-password");
     let body: Value = serde_json::from_slice(&server.only_request().body).unwrap();
-    assert_eq!(body, json!({"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"}));
+    assert_eq!(
+        body,
+        json!({"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"})
+    );
 
     let run = aws_run(&server.url(), "eu-west-1", "prod/keystore", "", "")
         .secret("aws-secret-access-key", AWS_SECRET);
@@ -259,10 +273,16 @@ fn aws_wrong_secret_key_fails_the_signature_without_printing_it() {
         .secret("aws-secret-access-key", wrong)
         .json();
     assert_script_failed(&out, &v, "InvalidSignatureException", &[wrong, "pa ss"]);
-    // Positive control: the right key signs the same request shape.
+    // Positive control: the request was signed, with the wrong key and not the right one.
     let req = server.only_request();
-    assert_eq!(sigv4::verify(&req, wrong).map(|a| a.access_key_id), Ok(AKID.to_string()));
-    assert_eq!(sigv4::verify(&req, AWS_SECRET), Err(sigv4::SigError::Mismatch));
+    assert_eq!(
+        sigv4::verify(&req, wrong).map(|a| a.access_key_id),
+        Ok(AKID.to_string())
+    );
+    assert_eq!(
+        sigv4::verify(&req, AWS_SECRET),
+        Err(sigv4::SigError::Mismatch)
+    );
 }
 
 #[test]
@@ -274,7 +294,12 @@ fn aws_credential_scope_must_name_the_region() {
     let (out, v) = aws_run(&server.url(), "us-east-1", "prod/db", "", "")
         .secret("aws-secret-access-key", AWS_SECRET)
         .json();
-    assert_script_failed(&out, &v, "Credential should be scoped to a valid region", &[AWS_SECRET]);
+    assert_script_failed(
+        &out,
+        &v,
+        "Credential should be scoped to a valid region",
+        &[AWS_SECRET],
+    );
     let auth = sigv4::parse_authorization(&server.only_request()).unwrap();
     assert_eq!(auth.region, "us-east-1");
 }
@@ -336,13 +361,22 @@ fn azure_reads_the_current_secret_with_a_managed_identity() {
     let az = azure(
         AZ_TOKEN,
         None,
-        &[("db-password", "1f2e", "old"), ("db-password", "9a8b", "new value\n")],
+        &[
+            ("db-password", "1f2e", "old"),
+            ("db-password", "9a8b", "new value\n"),
+        ],
     );
-    assert_secret(&azure_run(&az, "db-password", "", "").reveal(), b"new value\n");
+    assert_secret(
+        &azure_run(&az, "db-password", "", "").reveal(),
+        b"new value\n",
+    );
     let imds = az.imds.only_request();
     assert_eq!(imds.raw_path, "/metadata/identity/oauth2/token");
     assert_eq!(header(&imds, "Metadata"), "true");
-    assert_eq!(imds.param("resource").as_deref(), Some(azure::VAULT_RESOURCE));
+    assert_eq!(
+        imds.param("resource").as_deref(),
+        Some(azure::VAULT_RESOURCE)
+    );
     assert_eq!(imds.param("client_id"), None);
     let kv = az.vault.only_request();
     assert_eq!(kv.raw_path, "/secrets/db-password");
@@ -353,7 +387,9 @@ fn azure_reads_the_current_secret_with_a_managed_identity() {
     // must never print it.
     let (out, v) = azure_run(&az, "db-password", "", "").json();
     assert_eq!(v["ok"], true, "{v}");
-    assert!(!contains(&out.stdout, AZ_TOKEN.as_bytes()) && !contains(&out.stderr, AZ_TOKEN.as_bytes()));
+    assert!(
+        !contains(&out.stdout, AZ_TOKEN.as_bytes()) && !contains(&out.stderr, AZ_TOKEN.as_bytes())
+    );
 }
 
 #[test]
@@ -365,11 +401,23 @@ fn azure_reads_a_version_with_a_user_assigned_identity() {
     let az = azure(
         AZ_TOKEN,
         Some(client),
-        &[("db-password", "1f2e", "old"), ("db-password", "9a8b", "new")],
+        &[
+            ("db-password", "1f2e", "old"),
+            ("db-password", "9a8b", "new"),
+        ],
     );
-    assert_secret(&azure_run(&az, "db-password", "1f2e", client).reveal(), b"old");
-    assert_eq!(az.imds.only_request().param("client_id").as_deref(), Some(client));
-    assert_eq!(az.vault.only_request().raw_path, "/secrets/db-password/1f2e");
+    assert_secret(
+        &azure_run(&az, "db-password", "1f2e", client).reveal(),
+        b"old",
+    );
+    assert_eq!(
+        az.imds.only_request().param("client_id").as_deref(),
+        Some(client)
+    );
+    assert_eq!(
+        az.vault.only_request().raw_path,
+        "/secrets/db-password/1f2e"
+    );
 
     let (out, v) = azure_run(&az, "db-password", "ffff", client).json();
     assert_script_failed(&out, &v, "SecretNotFound", &[AZ_TOKEN]);
@@ -385,7 +433,10 @@ fn azure_refused_token_fails_without_printing_it() {
     let (out, v) = azure_run(&az, "db-password", "", "").json();
     assert_script_failed(&out, &v, "HTTP 401: Unauthorized", &[other, "never-seen"]);
     // Positive control: the token did reach the vault.
-    assert_eq!(header(&az.vault.only_request(), "Authorization"), format!("Bearer {other}"));
+    assert_eq!(
+        header(&az.vault.only_request(), "Authorization"),
+        format!("Bearer {other}")
+    );
 }
 
 #[test]
@@ -439,9 +490,18 @@ fn onepassword_reads_a_field_by_label_or_id() {
     }
     let server = onepassword::start(connect(OP_VAULT, OP_ITEM));
     let url = server.url();
-    assert_secret(&op_run(&url, OP_VAULT, OP_ITEM, "password", OP_TOKEN).reveal(), b"pa$$ \"word\"\n");
-    assert_secret(&op_run(&url, OP_VAULT, OP_ITEM, "API key", OP_TOKEN).reveal(), b"ak-123");
-    assert_secret(&op_run(&url, OP_VAULT, OP_ITEM, "x7hq2", OP_TOKEN).reveal(), b"ak-123");
+    assert_secret(
+        &op_run(&url, OP_VAULT, OP_ITEM, "password", OP_TOKEN).reveal(),
+        b"pa$$ \"word\"\n",
+    );
+    assert_secret(
+        &op_run(&url, OP_VAULT, OP_ITEM, "API key", OP_TOKEN).reveal(),
+        b"ak-123",
+    );
+    assert_secret(
+        &op_run(&url, OP_VAULT, OP_ITEM, "x7hq2", OP_TOKEN).reveal(),
+        b"ak-123",
+    );
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     for r in &reqs {
@@ -464,8 +524,16 @@ fn onepassword_wrong_token_fails_without_printing_it() {
     let wrong = "eyJhbGciOiJFUzI1NiJ9.wrong.connect-token-0000";
     let server = onepassword::start(connect(OP_VAULT, OP_ITEM));
     let (out, v) = op_run(&server.url(), OP_VAULT, OP_ITEM, "password", wrong).json();
-    assert_script_failed(&out, &v, "HTTP 401: Invalid token signature", &[wrong, "pa$$"]);
-    assert_eq!(header(&server.only_request(), "Authorization"), format!("Bearer {wrong}"));
+    assert_script_failed(
+        &out,
+        &v,
+        "HTTP 401: Invalid token signature",
+        &[wrong, "pa$$"],
+    );
+    assert_eq!(
+        header(&server.only_request(), "Authorization"),
+        format!("Bearer {wrong}")
+    );
 }
 
 #[test]
@@ -521,11 +589,20 @@ fn cyberark_reads_content_from_root_and_a_folder() {
     }
     let server = cyberark::start(ccp());
     let url = server.url();
-    assert_secret(&ccp_run(&url, "harness-csm", "Prod-DB", "", "pg-main").reveal(), b"Cy8er@rk \"pw\"\n");
-    assert_secret(&ccp_run(&url, "harness-csm", "Prod-DB", "Linux", "pg-main").reveal(), b"in-a-folder");
+    assert_secret(
+        &ccp_run(&url, "harness-csm", "Prod-DB", "", "pg-main").reveal(),
+        b"Cy8er@rk \"pw\"\n",
+    );
+    assert_secret(
+        &ccp_run(&url, "harness-csm", "Prod-DB", "Linux", "pg-main").reveal(),
+        b"in-a-folder",
+    );
     let reqs = server.requests();
     assert_eq!(reqs[0].raw_path, "/AIMWebService/api/Accounts");
-    assert_eq!(reqs[0].raw_query, "AppID=harness-csm&Safe=Prod-DB&Object=pg-main");
+    assert_eq!(
+        reqs[0].raw_query,
+        "AppID=harness-csm&Safe=Prod-DB&Object=pg-main"
+    );
     assert_eq!(reqs[1].param("Folder").as_deref(), Some("Linux"));
 
     let (out, v) = ccp_run(&url, "harness-csm", "Prod-DB", "", "pg-other").json();
@@ -540,7 +617,10 @@ fn cyberark_unknown_application_fails() {
     let server = cyberark::start(ccp());
     let (out, v) = ccp_run(&server.url(), "someone-else", "Prod-DB", "", "pg-main").json();
     assert_script_failed(&out, &v, "HTTP 403: APPAP306E", &["Cy8er@rk"]);
-    assert_eq!(server.only_request().param("AppID").as_deref(), Some("someone-else"));
+    assert_eq!(
+        server.only_request().param("AppID").as_deref(),
+        Some("someone-else")
+    );
 }
 
 #[test]
@@ -554,8 +634,198 @@ fn cyberark_hostile_safe_and_object_are_data() {
     let req = server.only_request();
     assert_eq!(req.param("Safe").as_deref(), Some(HOSTILE));
     assert_eq!(req.param("Object").as_deref(), Some(HOSTILE));
-    assert_eq!(req.query().len(), 3, "a value split into extra parameters: {:?}", req.query());
+    assert_eq!(
+        req.query().len(),
+        3,
+        "a value split into extra parameters: {:?}",
+        req.query()
+    );
     assert_nothing_ran(run.dir());
+}
+
+/// A TLS CCP that demands a client certificate: `openssl s_server -WWW -Verify 1` on a
+/// free port, serving the one account file whose name is the exact query the template
+/// must send. The CA, server and client certificates are made here with openssl.
+struct TlsCcp {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl TlsCcp {
+    fn new() -> TlsCcp {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=csm test CA",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        for (name, subject, ext) in [
+            ("server", "/CN=127.0.0.1", true),
+            ("client:cert", "/CN=harness-csm", false),
+        ] {
+            openssl(
+                &[
+                    &["req"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        "req.csr",
+                        "-subj",
+                        subject,
+                    ],
+                ]
+                .concat(),
+            );
+            let mut sign = vec![
+                "x509",
+                "-req",
+                "-in",
+                "req.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+            ];
+            let out = format!("{name}.pem");
+            sign.extend(["-out", &out]);
+            if ext {
+                sign.extend(["-extfile", "san.ext"]);
+            }
+            openssl(&sign);
+        }
+        let www = d.join("www/AIMWebService/api");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(
+            www.join("Accounts?AppID=harness-csm&Safe=Prod-DB&Object=pg-main"),
+            json!({"Content": "tls-ok \"pw\"", "UserName": "svc_app", "Folder": "Root"})
+                .to_string(),
+        )
+        .unwrap();
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "0",
+                "-naccept",
+                "1",
+                "-WWW",
+                "-cert",
+                "../server.pem",
+            ])
+            .args([
+                "-key",
+                "../server.key",
+                "-CAfile",
+                "../ca.pem",
+                "-Verify",
+                "1",
+                "-verify_return_error",
+            ])
+            .current_dir(d.join("www"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // s_server prints "ACCEPT [::]:PORT" once it listens: wait for that line.
+        let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("s_server exited before listening")
+                .unwrap();
+            if let Some(p) = line
+                .strip_prefix("ACCEPT ")
+                .and_then(|a| a.rsplit(':').next())
+            {
+                break p.parse().unwrap();
+            }
+        };
+        TlsCcp { dir, server, port }
+    }
+
+    fn run(&self, cert: bool) -> Run {
+        let d = self.dir.path();
+        let file = |n: &str| d.join(n).into_os_string().into_encoded_bytes();
+        let run = Run::new("cyberark-ccp")
+            .var("ccpUrl", format!("https://127.0.0.1:{}", self.port))
+            .var("appId", "harness-csm")
+            .var("safe", "Prod-DB")
+            .var("folder", "")
+            .var("object", "pg-main")
+            .var("caFile", file("ca.pem"));
+        if cert {
+            // The ':' in the file name checks that the template escapes curl's
+            // "file:password" syntax.
+            run.var("clientCert", file("client:cert.pem"))
+                .var("clientKey", file("client:cert.key"))
+        } else {
+            run.var("clientCert", "").var("clientKey", "")
+        }
+    }
+}
+
+impl Drop for TlsCcp {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn cyberark_client_certificate_authentication() {
+    if !have_tools(
+        "cyberark_client_certificate_authentication",
+        &["curl", "jq", "openssl"],
+    ) {
+        return;
+    }
+    let ccp = TlsCcp::new();
+    assert_secret(&ccp.run(true).reveal(), b"tls-ok \"pw\"");
+    // Without the certificate the handshake is refused.
+    let ccp = TlsCcp::new();
+    let (out, v) = ccp.run(false).json();
+    assert_script_failed(&out, &v, "no answer from the CCP", &[]);
 }
 
 // ---------------------------------------------------------------- Doppler
@@ -606,15 +876,26 @@ fn doppler_reads_computed_and_raw_values() {
     );
     let reqs = server.requests();
     assert_eq!(reqs[0].raw_path, "/v3/configs/config/secret");
-    assert_eq!(reqs[0].raw_query, "project=backend&config=prd&name=DATABASE_URL");
+    assert_eq!(
+        reqs[0].raw_query,
+        "project=backend&config=prd&name=DATABASE_URL"
+    );
     // With a service token, project and config may be left out: they are not sent.
     assert_eq!(reqs[1].raw_query, "name=DATABASE_URL");
     for r in &reqs {
-        assert_eq!(header(r, "Authorization"), format!("Bearer {DOPPLER_TOKEN}"));
+        assert_eq!(
+            header(r, "Authorization"),
+            format!("Bearer {DOPPLER_TOKEN}")
+        );
     }
 
     let (out, v) = doppler_run(&url, "backend", "prd", "NOPE", "", &token).json();
-    assert_script_failed(&out, &v, "Could not find requested secret", &[DOPPLER_TOKEN]);
+    assert_script_failed(
+        &out,
+        &v,
+        "Could not find requested secret",
+        &[DOPPLER_TOKEN],
+    );
     let (out, v) = doppler_run(&url, "backend", "prd", "DATABASE_URL", "plain", &token).json();
     assert_script_failed(&out, &v, "valueType must be", &[DOPPLER_TOKEN]);
 }
@@ -627,8 +908,16 @@ fn doppler_wrong_token_fails_without_printing_it() {
     let wrong = "dp.st.prd.WRONGwrongWRONGwrongWRONGwrong00";
     let server = doppler::start(doppler_store());
     let (out, v) = doppler_run(&server.url(), "", "", "DATABASE_URL", "", wrong).json();
-    assert_script_failed(&out, &v, "HTTP 401: Invalid Service token", &[wrong, "s3cr3t"]);
-    assert_eq!(header(&server.only_request(), "Authorization"), format!("Bearer {wrong}"));
+    assert_script_failed(
+        &out,
+        &v,
+        "HTTP 401: Invalid Service token",
+        &[wrong, "s3cr3t"],
+    );
+    assert_eq!(
+        header(&server.only_request(), "Authorization"),
+        format!("Bearer {wrong}")
+    );
 }
 
 #[test]
@@ -677,7 +966,9 @@ fn dotenv_reads_each_quoting_style_without_running_the_file() {
         ("LAST", b"no-newline-at-end"),
     ];
     for (key, want) in cases {
-        let run = Run::new("dotenv-file").var("file", file.as_os_str().as_encoded_bytes()).var("key", key);
+        let run = Run::new("dotenv-file")
+            .var("file", file.as_os_str().as_encoded_bytes())
+            .var("key", key);
         assert_secret(&run.reveal(), want);
         assert_nothing_ran(run.dir());
     }
@@ -697,7 +988,10 @@ fn dotenv_missing_keys_and_patterns_fail() {
         assert_script_failed(&out, &v, "dotenv-file: no ", &["plain-value"]);
     }
     let (out, v) = Run::new("dotenv-file")
-        .var("file", dir.path().join("absent.env").as_os_str().as_encoded_bytes())
+        .var(
+            "file",
+            dir.path().join("absent.env").as_os_str().as_encoded_bytes(),
+        )
         .var("key", "PLAIN")
         .json();
     assert_script_failed(&out, &v, "cannot read", &[]);
@@ -725,7 +1019,10 @@ impl PassStore {
         c
     }
     fn new() -> PassStore {
-        let dir = tempfile::Builder::new().prefix("csm-pass").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("csm-pass")
+            .tempdir()
+            .unwrap();
         let s = PassStore { dir };
         std::fs::create_dir(s.gnupg()).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
@@ -733,13 +1030,28 @@ impl PassStore {
         let ok = s
             .cmd("gpg")
             .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(["--quick-gen-key", "csm-agent test <csm-test@example.invalid>"])
+            .args([
+                "--quick-gen-key",
+                "csm-agent test <csm-test@example.invalid>",
+            ])
             .args(["default", "default", "never"])
             .output()
             .unwrap();
-        assert!(ok.status.success(), "gpg: {}", String::from_utf8_lossy(&ok.stderr));
-        let init = s.cmd("pass").args(["init", "csm-test@example.invalid"]).output().unwrap();
-        assert!(init.status.success(), "pass init: {}", String::from_utf8_lossy(&init.stderr));
+        assert!(
+            ok.status.success(),
+            "gpg: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let init = s
+            .cmd("pass")
+            .args(["init", "csm-test@example.invalid"])
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "pass init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
         s
     }
     fn insert(&self, entry: &str, content: &str) {
@@ -751,7 +1063,12 @@ impl PassStore {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(content.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success(), "pass insert {entry:?}");
     }
     fn run(&self, entry: &str, field: &str) -> Run {
@@ -778,7 +1095,10 @@ fn pass_reads_the_password_and_fields_of_entries() {
         return;
     }
     let store = PassStore::new();
-    store.insert("prod/db", "pa ss \"w\" $(touch pwned)\nlogin: app\nurl: https://db.example.com\n");
+    store.insert(
+        "prod/db",
+        "pa ss \"w\" $(touch pwned)\nlogin: app\nurl: https://db.example.com\n",
+    );
     store.insert(HOSTILE, "hostile-ok\nnote: x\n");
     let cases: &[(&str, &str, &[u8])] = &[
         ("prod/db", "", b"pa ss \"w\" $(touch pwned)"),
@@ -795,6 +1115,74 @@ fn pass_reads_the_password_and_fields_of_entries() {
     assert_script_failed(&out, &v, "has no field otp", &[]);
     let (out, v) = store.run("prod/absent", "").json();
     assert_script_failed(&out, &v, "could not show", &[]);
+}
+
+// ---------------------------------------------------------------- all stores
+
+/// Credentials never reach a program's argv, where every local user can read them in
+/// /proc: curl, jq and base64 are wrapped to log their argv while each credential-bearing
+/// template runs, and no credential is in the log (nor the access key id that shares
+/// AWS's credential line).
+#[test]
+fn credentials_never_reach_a_program_argv() {
+    if !aws_ok("credentials_never_reach_a_program_argv") {
+        return;
+    }
+    let log = ArgvLog::new(&["curl", "jq", "base64"]);
+    let vault = vault::start(vault_kv("db", json!({"password": "x-vault"}), None));
+    let run = vault_run(&vault.url(), "db", "password", "", "").secret("vault-token", VAULT_TOKEN);
+    assert_secret(&run.path_first(log.dir()).reveal(), b"x-vault");
+
+    let aws = aws::start(secrets_manager());
+    let run = aws_run(&aws.url(), "eu-west-1", "prod/db", "password", "")
+        .secret("aws-secret-access-key", AWS_SECRET);
+    assert_secret(&run.path_first(log.dir()).reveal(), b"pa ss\"\n");
+
+    let az = azure(AZ_TOKEN, None, &[("db-password", "1", "x-azure")]);
+    let run = azure_run(&az, "db-password", "", "");
+    assert_secret(&run.path_first(log.dir()).reveal(), b"x-azure");
+
+    let op = onepassword::start(connect(OP_VAULT, OP_ITEM));
+    let run = op_run(&op.url(), OP_VAULT, OP_ITEM, "API key", OP_TOKEN);
+    assert_secret(&run.path_first(log.dir()).reveal(), b"ak-123");
+
+    let dp = doppler::start(doppler_store());
+    let run = doppler_run(&dp.url(), "", "", "DATABASE_URL", "", DOPPLER_TOKEN);
+    assert_secret(
+        &run.path_first(log.dir()).reveal(),
+        b"postgres://app:s3cr3t@db/app",
+    );
+
+    let words = log.words();
+    // Positive control: the log saw each template's requests, URL and all.
+    for url in [
+        vault.url(),
+        aws.url(),
+        az.imds.url(),
+        az.vault.url(),
+        op.url(),
+        dp.url(),
+    ] {
+        assert!(
+            words.iter().any(|w| contains(w, url.as_bytes())),
+            "no logged argv names {url}"
+        );
+    }
+    for secret in [
+        VAULT_TOKEN,
+        AKID,
+        AWS_SECRET,
+        AZ_TOKEN,
+        OP_TOKEN,
+        DOPPLER_TOKEN,
+    ] {
+        let found = words.iter().find(|w| contains(w, secret.as_bytes()));
+        assert!(
+            found.is_none(),
+            "a credential in argv: {:?}",
+            found.map(|w| String::from_utf8_lossy(w))
+        );
+    }
 }
 
 // ---------------------------------------------------------------- controls and docs
@@ -840,7 +1228,10 @@ fn sigv4_check_accepts_the_documented_example_only_with_its_key() {
         body: Vec::new(),
     };
     let auth = sigv4::verify(&req, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY").unwrap();
-    assert_eq!((auth.region.as_str(), auth.service.as_str()), ("us-east-1", "iam"));
+    assert_eq!(
+        (auth.region.as_str(), auth.service.as_str()),
+        ("us-east-1", "iam")
+    );
     assert_eq!(
         sigv4::verify(&req, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEz"),
         Err(sigv4::SigError::Mismatch)
@@ -863,7 +1254,10 @@ fn every_template_is_tested_here() {
         })
         .collect();
     found.sort();
-    assert_eq!(found, TEMPLATES, "a template without tests, or a test list out of date");
+    assert_eq!(
+        found, TEMPLATES,
+        "a template without tests, or a test list out of date"
+    );
 }
 
 /// Each template's script starts with a comment header that documents every declared
@@ -879,8 +1273,17 @@ fn every_template_documents_what_it_needs() {
             .take_while(|l| l.starts_with('#'))
             .map(|l| format!("{l}\n"))
             .collect();
-        for section in ["What it does:", "Variables:", "Stored secrets:", "Requires:", "Example:"] {
-            assert!(header.contains(section), "{name}: no {section:?} in the header");
+        for section in [
+            "What it does:",
+            "Variables:",
+            "Stored secrets:",
+            "Requires:",
+            "Example:",
+        ] {
+            assert!(
+                header.contains(section),
+                "{name}: no {section:?} in the header"
+            );
         }
         assert!(
             header.contains(&format!("--template examples/templates/{name}.json")),
@@ -893,17 +1296,35 @@ fn every_template_documents_what_it_needs() {
             .map(|v| v.as_str().unwrap())
             .collect();
         for var in &vars {
-            assert!(header.contains(&format!("#   {var} ")), "{name}: {var} is not documented");
-            assert!(header.contains(&format!("--var {var}=")), "{name}: the example omits {var}");
-            assert!(script.contains(&format!("${{{var}}}")), "{name}: {var} is declared but unused");
+            assert!(
+                header.contains(&format!("#   {var} ")),
+                "{name}: {var} is not documented"
+            );
+            assert!(
+                header.contains(&format!("--var {var}=")),
+                "{name}: the example omits {var}"
+            );
+            assert!(
+                script.contains(&format!("${{{var}}}")),
+                "{name}: {var} is declared but unused"
+            );
         }
         let call = "${secrets.getValue(\"";
         for (i, _) in script.match_indices(call) {
             let id = script[i + call.len()..].split('"').next().unwrap();
-            assert!(header.contains(&format!("#   {id} ")), "{name}: secret {id} undocumented");
-            assert!(header.contains(&format!("--secret-file {id}=")), "{name}: example omits {id}");
+            assert!(
+                header.contains(&format!("#   {id} ")),
+                "{name}: secret {id} undocumented"
+            );
+            assert!(
+                header.contains(&format!("--secret-file {id}=")),
+                "{name}: example omits {id}"
+            );
         }
         // No placeholder in the header: comments are not where values go.
-        assert!(!header.contains("${"), "{name}: a placeholder in the header comment");
+        assert!(
+            !header.contains("${"),
+            "{name}: a placeholder in the header comment"
+        );
     }
 }

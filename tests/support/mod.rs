@@ -12,6 +12,6 @@
 
 pub mod bashfuzz;
 pub mod skip;
-pub mod standins;
 pub mod ssh;
 pub mod sshd;
+pub mod standins;

@@ -99,7 +99,12 @@ fn answer(sm: &SecretsManager, req: &Request) -> Response {
     }
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
-        Err(_) => return error("SerializationException", "Start of structure or map found where not expected."),
+        Err(_) => {
+            return error(
+                "SerializationException",
+                "Start of structure or map found where not expected.",
+            )
+        }
     };
     let Some(id) = body.get("SecretId").and_then(Value::as_str) else {
         return error(
@@ -127,8 +132,8 @@ fn answer(sm: &SecretsManager, req: &Request) -> Response {
             return error(
                 "ResourceNotFoundException",
                 &format!(
-                    "Secrets Manager can't find the specified secret value for staging label: {stage}"
-                ),
+                "Secrets Manager can't find the specified secret value for staging label: {stage}"
+            ),
             )
         }
     };

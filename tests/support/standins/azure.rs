@@ -130,8 +130,7 @@ fn answer_vault(kv: &KeyVault, req: &Request) -> Response {
     let found = kv
         .secrets
         .iter()
-        .filter(|(n, v, _)| *n == name && version.as_ref().map_or(true, |want| want == v))
-        .next_back();
+        .rfind(|(n, v, _)| *n == name && version.as_ref().map_or(true, |want| want == v));
     let Some((_, v, value)) = found else {
         return vault_error(
             404,

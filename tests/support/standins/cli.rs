@@ -24,6 +24,7 @@ pub struct Run {
     dir: tempfile::TempDir,
     args: Vec<OsString>,
     files: usize,
+    path: Option<OsString>,
 }
 
 impl Run {
@@ -43,6 +44,7 @@ impl Run {
             dir,
             args,
             files: 0,
+            path: None,
         }
     }
 
@@ -74,13 +76,26 @@ impl Run {
         self
     }
 
+    /// Put `dir` first on the PATH that csm-agent (and so the script) gets.
+    pub fn path_first(mut self, dir: &Path) -> Run {
+        let mut path = OsString::from(dir);
+        if let Some(old) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(old);
+        }
+        self.path = Some(path);
+        self
+    }
+
     fn output(&self, extra: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(&self.args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&self.args)
             .args(extra)
-            .env("TMPDIR", self.dir.path())
-            .output()
-            .unwrap()
+            .env("TMPDIR", self.dir.path());
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
+        cmd.output().unwrap()
     }
 
     /// `--reveal --quiet`: stdout is exactly the secret.
@@ -121,13 +136,62 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
 }
 
 fn on_path(tool: &str) -> bool {
+    which(tool).is_some()
+}
+
+/// The executable `tool` on PATH.
+pub fn which(tool: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| {
-            std::fs::metadata(d.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-    })
+}
+
+/// Wrappers for `tools` in a directory of their own: each appends its argv to a log
+/// (NUL-separated) and execs the real program. With the directory first on PATH, the log
+/// holds every argv a script gave those programs.
+pub struct ArgvLog {
+    dir: tempfile::TempDir,
+}
+
+impl ArgvLog {
+    pub fn new(tools: &[&str]) -> ArgvLog {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("argv.log");
+        std::fs::write(&log, b"").unwrap();
+        for tool in tools {
+            let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
+            let shim = dir.path().join(tool);
+            std::fs::write(
+                &shim,
+                format!(
+                    "#!/bin/bash\nprintf '%s\\0' \"$0\" \"$@\" >>'{}'\nexec '{}' \"$@\"\n",
+                    log.display(),
+                    real.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ArgvLog { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every logged argv word, program names included.
+    pub fn words(&self) -> Vec<Vec<u8>> {
+        let raw = std::fs::read(self.dir.path().join("argv.log")).unwrap();
+        raw.split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
 }
 
 /// curl's version as (major, minor), from `curl --version`.
@@ -142,8 +206,7 @@ pub fn curl_version() -> Option<(u32, u32)> {
 /// A value that breaks every naive use: quotes, a command substitution and backquotes
 /// that would create `pwned`/`pwned2` in commandPath, `&`, `=`, `;`, `#`, `%41`, `+`, a
 /// backslash, spaces, a newline, and a `/`.
-pub const HOSTILE: &str =
-    "it's \"q\" $(touch pwned) `touch pwned2` & a=b; #%41+ \\ x/y\nline two";
+pub const HOSTILE: &str = "it's \"q\" $(touch pwned) `touch pwned2` & a=b; #%41+ \\ x/y\nline two";
 
 /// The hostile value's payload did not run in `dir`.
 pub fn assert_nothing_ran(dir: &Path) {

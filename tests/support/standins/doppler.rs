@@ -31,7 +31,10 @@ fn answer(d: &Doppler, req: &Request) -> Response {
     if req.method != "GET" || req.raw_path != "/v3/configs/config/secret" {
         return error(404, "Not found");
     }
-    match req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")) {
+    match req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+    {
         Some(t) if t == d.token => {}
         _ => return error(401, "Invalid Service token"),
     }

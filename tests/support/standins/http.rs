@@ -61,7 +61,10 @@ impl Request {
 
     /// The decoded value of the first query parameter of that name; `None` if absent.
     pub fn param(&self, name: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     /// The path's segments after the leading `/`, each percent-decoded (`+` stays `+`).

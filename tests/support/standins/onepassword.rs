@@ -26,7 +26,10 @@ fn error(status: u16, message: &str) -> Response {
 }
 
 fn answer(c: &Connect, req: &Request) -> Response {
-    match req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")) {
+    match req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+    {
         Some(t) if t == c.token => {}
         _ => return error(401, "Invalid token signature"),
     }

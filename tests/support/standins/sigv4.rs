@@ -58,7 +58,9 @@ pub fn parse_authorization(req: &Request) -> Result<Authorization, SigError> {
         return Err(SigError::Malformed(format!("bad credential {cred:?}")));
     };
     if term != "aws4_request" {
-        return Err(SigError::Malformed("scope does not end in aws4_request".into()));
+        return Err(SigError::Malformed(
+            "scope does not end in aws4_request".into(),
+        ));
     }
     Ok(Authorization {
         access_key_id: akid.into(),
@@ -83,7 +85,9 @@ pub fn verify(req: &Request, secret_access_key: &str) -> Result<Authorization, S
         .header("x-amz-date")
         .ok_or_else(|| SigError::Malformed("no X-Amz-Date".into()))?;
     if !amz_date.starts_with(&auth.date) {
-        return Err(SigError::Malformed("X-Amz-Date is not the scope's date".into()));
+        return Err(SigError::Malformed(
+            "X-Amz-Date is not the scope's date".into(),
+        ));
     }
     for must in ["host", "x-amz-date"] {
         if !auth.signed_headers.iter().any(|h| h == must) {
@@ -99,7 +103,9 @@ pub fn verify(req: &Request, secret_access_key: &str) -> Result<Authorization, S
             .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         if values.is_empty() {
-            return Err(SigError::Malformed(format!("signed header {name} not sent")));
+            return Err(SigError::Malformed(format!(
+                "signed header {name} not sent"
+            )));
         }
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
