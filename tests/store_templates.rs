@@ -9,12 +9,17 @@ mod support;
 
 use serde_json::{json, Value};
 
+use support::standins::aws::{AKID, SECRET_KEY as AWS_SECRET};
+use support::standins::azure::TOKEN as AZ_TOKEN;
 use support::standins::cli::{
     assert_nothing_ran, assert_script_failed, assert_secret, contains, curl_version, have_tools,
     ArgvLog, Run, HOSTILE,
 };
+use support::standins::doppler::TOKEN as DOPPLER_TOKEN;
 use support::standins::http::Request;
-use support::standins::{aws, azure, cyberark, doppler, onepassword, sigv4, vault};
+use support::standins::onepassword::{ITEM as OP_ITEM, TOKEN as OP_TOKEN, VAULT as OP_VAULT};
+use support::standins::vault::TOKEN as VAULT_TOKEN;
+use support::standins::{aws, azure, cyberark, doppler, onepassword, pass, sigv4, vault};
 
 /// Every template in examples/templates/, each tested below.
 const TEMPLATES: &[&str] = &[
@@ -38,42 +43,19 @@ fn header(req: &Request, name: &str) -> String {
 
 // ---------------------------------------------------------------- HashiCorp Vault KV v2
 
-const VAULT_TOKEN: &str = "hvs.CAESIJ3m9x2Qk7Rz0vTn4bLpWfYs8eHdUaGc1oKj5iN6tMq";
-
-fn vault_kv(path: &str, data: Value, namespace: Option<&str>) -> vault::Kv2 {
-    vault::Kv2 {
-        mount: "secret".into(),
-        path: path.into(),
-        data,
-        version: 3,
-        token: VAULT_TOKEN.into(),
-        namespace: namespace.map(str::to_string),
-    }
-}
-
-fn vault_run(addr: &str, path: &str, field: &str, version: &str, namespace: &str) -> Run {
-    Run::new("vault-kv2")
-        .var("vaultAddr", addr)
-        .var("mount", "secret")
-        .var("path", path)
-        .var("field", field)
-        .var("version", version)
-        .var("namespace", namespace)
-}
-
 #[test]
 fn vault_reads_a_field_exactly() {
     if !curl_jq("vault_reads_a_field_exactly") {
         return;
     }
     let value = "p@ss \"w0rd\" $(x) 'q'\n\n";
-    let server = vault::start(vault_kv(
+    let server = vault::start(vault::kv2(
         "app/prod/db",
         json!({"password": value, "port": 5432}),
         None,
     ));
     // The token file ends in a newline, as `vault token create > file` leaves it.
-    let run = vault_run(&server.url(), "app/prod/db", "password", "", "")
+    let run = vault::run(&server.url(), "app/prod/db", "password", "", "")
         .secret("vault-token", format!("{VAULT_TOKEN}\n"));
     assert_secret(&run.reveal(), value.as_bytes());
     let req = server.only_request();
@@ -85,7 +67,7 @@ fn vault_reads_a_field_exactly() {
 
     // A field that is not a string comes back as JSON.
     let run =
-        vault_run(&server.url(), "app/prod/db", "port", "", "").secret("vault-token", VAULT_TOKEN);
+        vault::run(&server.url(), "app/prod/db", "port", "", "").secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.reveal(), b"5432");
 }
 
@@ -94,12 +76,12 @@ fn vault_sends_version_and_namespace() {
     if !curl_jq("vault_sends_version_and_namespace") {
         return;
     }
-    let server = vault::start(vault_kv(
+    let server = vault::start(vault::kv2(
         "db",
         json!({"password": "v3-value"}),
         Some("team-a/"),
     ));
-    let run = vault_run(&server.url(), "db", "password", "3", "team-a/")
+    let run = vault::run(&server.url(), "db", "password", "3", "team-a/")
         .secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.reveal(), b"v3-value");
     let req = server.only_request();
@@ -107,7 +89,7 @@ fn vault_sends_version_and_namespace() {
     assert_eq!(header(&req, "X-Vault-Namespace"), "team-a/");
 
     // Another version is Vault's 404, and the template says so.
-    let (out, v) = vault_run(&server.url(), "db", "password", "2", "team-a/")
+    let (out, v) = vault::run(&server.url(), "db", "password", "2", "team-a/")
         .secret("vault-token", VAULT_TOKEN)
         .json();
     assert_script_failed(&out, &v, "Vault answered HTTP 404", &[VAULT_TOKEN]);
@@ -119,8 +101,8 @@ fn vault_wrong_token_fails_without_printing_it() {
         return;
     }
     let wrong = "hvs.WRONGtokenWRONGtokenWRONGtoken1";
-    let server = vault::start(vault_kv("db", json!({"password": "x-secret"}), None));
-    let (out, v) = vault_run(&server.url(), "db", "password", "", "")
+    let server = vault::start(vault::kv2("db", json!({"password": "x-secret"}), None));
+    let (out, v) = vault::run(&server.url(), "db", "password", "", "")
         .secret("vault-token", wrong)
         .json();
     assert_script_failed(&out, &v, "HTTP 403: permission denied", &[wrong]);
@@ -133,8 +115,9 @@ fn vault_hostile_path_and_field_are_data() {
     if !curl_jq("vault_hostile_path_and_field_are_data") {
         return;
     }
-    let server = vault::start(vault_kv(HOSTILE, json!({ HOSTILE: "found-it" }), None));
-    let run = vault_run(&server.url(), HOSTILE, HOSTILE, "", "").secret("vault-token", VAULT_TOKEN);
+    let server = vault::start(vault::kv2(HOSTILE, json!({ HOSTILE: "found-it" }), None));
+    let run =
+        vault::run(&server.url(), HOSTILE, HOSTILE, "", "").secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.reveal(), b"found-it");
     let segs = server.only_request().segments();
     assert_eq!(segs[..3], ["v1", "secret", "data"]);
@@ -143,9 +126,6 @@ fn vault_hostile_path_and_field_are_data() {
 }
 
 // ---------------------------------------------------------------- AWS Secrets Manager
-
-const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
-const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 fn aws_ok(test: &str) -> bool {
     if !have_tools(test, &["curl", "jq", "base64"]) {
@@ -160,50 +140,13 @@ fn aws_ok(test: &str) -> bool {
     }
 }
 
-fn secrets_manager() -> aws::SecretsManager {
-    aws::SecretsManager {
-        region: "eu-west-1".into(),
-        access_key_id: AKID.into(),
-        secret_access_key: AWS_SECRET.into(),
-        secrets: vec![
-            aws::AwsSecret {
-                name: "prod/db".into(),
-                current: aws::Payload::String(
-                    json!({"username": "app", "password": "pa ss\"\n", "port": 5432}).to_string(),
-                ),
-                previous: Some(aws::Payload::String("old-password".into())),
-            },
-            aws::AwsSecret {
-                name: "prod/keystore".into(),
-                current: aws::Payload::Binary(b"\x01\xfe binary\n\n".to_vec()),
-                previous: None,
-            },
-            aws::AwsSecret {
-                name: HOSTILE.into(),
-                current: aws::Payload::String(json!({ HOSTILE: "hostile-ok" }).to_string()),
-                previous: None,
-            },
-        ],
-    }
-}
-
-fn aws_run(endpoint: &str, region: &str, id: &str, key: &str, stage: &str) -> Run {
-    Run::new("aws-secrets-manager")
-        .var("region", region)
-        .var("secretId", id)
-        .var("jsonKey", key)
-        .var("versionStage", stage)
-        .var("endpoint", endpoint)
-        .secret("aws-access-key-id", format!("{AKID}\n"))
-}
-
 #[test]
 fn aws_signed_request_reads_a_json_key_and_the_whole_string() {
     if !aws_ok("aws_signed_request_reads_a_json_key_and_the_whole_string") {
         return;
     }
-    let server = aws::start(secrets_manager());
-    let run = aws_run(&server.url(), "eu-west-1", "prod/db", "password", "")
+    let server = aws::start(aws::example());
+    let run = aws::run(&server.url(), "eu-west-1", "prod/db", "password", "")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.reveal(), b"pa ss\"\n");
     let req = server.only_request();
@@ -227,7 +170,7 @@ fn aws_signed_request_reads_a_json_key_and_the_whole_string() {
     );
     assert!(auth.signed_headers.iter().any(|h| h == "x-amz-date"));
 
-    let run = aws_run(&server.url(), "eu-west-1", "prod/db", "", "")
+    let run = aws::run(&server.url(), "eu-west-1", "prod/db", "", "")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(
         &run.reveal(),
@@ -242,8 +185,8 @@ fn aws_reads_a_previous_stage_and_binary_secrets() {
     if !aws_ok("aws_reads_a_previous_stage_and_binary_secrets") {
         return;
     }
-    let server = aws::start(secrets_manager());
-    let run = aws_run(&server.url(), "eu-west-1", "prod/db", "", "AWSPREVIOUS")
+    let server = aws::start(aws::example());
+    let run = aws::run(&server.url(), "eu-west-1", "prod/db", "", "AWSPREVIOUS")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.reveal(), b"old-password");
     let body: Value = serde_json::from_slice(&server.only_request().body).unwrap();
@@ -252,11 +195,11 @@ fn aws_reads_a_previous_stage_and_binary_secrets() {
         json!({"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"})
     );
 
-    let run = aws_run(&server.url(), "eu-west-1", "prod/keystore", "", "")
+    let run = aws::run(&server.url(), "eu-west-1", "prod/keystore", "", "")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.reveal(), b"\x01\xfe binary\n\n");
 
-    let (out, v) = aws_run(&server.url(), "eu-west-1", "prod/missing", "", "")
+    let (out, v) = aws::run(&server.url(), "eu-west-1", "prod/missing", "", "")
         .secret("aws-secret-access-key", AWS_SECRET)
         .json();
     assert_script_failed(&out, &v, "ResourceNotFoundException", &[AWS_SECRET]);
@@ -268,8 +211,8 @@ fn aws_wrong_secret_key_fails_the_signature_without_printing_it() {
         return;
     }
     let wrong = "tOtAlLyWrOnGsEcReTkEy/0123456789abcdefgh";
-    let server = aws::start(secrets_manager());
-    let (out, v) = aws_run(&server.url(), "eu-west-1", "prod/db", "password", "")
+    let server = aws::start(aws::example());
+    let (out, v) = aws::run(&server.url(), "eu-west-1", "prod/db", "password", "")
         .secret("aws-secret-access-key", wrong)
         .json();
     assert_script_failed(&out, &v, "InvalidSignatureException", &[wrong, "pa ss"]);
@@ -290,8 +233,8 @@ fn aws_credential_scope_must_name_the_region() {
     if !aws_ok("aws_credential_scope_must_name_the_region") {
         return;
     }
-    let server = aws::start(secrets_manager());
-    let (out, v) = aws_run(&server.url(), "us-east-1", "prod/db", "", "")
+    let server = aws::start(aws::example());
+    let (out, v) = aws::run(&server.url(), "us-east-1", "prod/db", "", "")
         .secret("aws-secret-access-key", AWS_SECRET)
         .json();
     assert_script_failed(
@@ -309,8 +252,8 @@ fn aws_hostile_secret_id_and_key_are_data() {
     if !aws_ok("aws_hostile_secret_id_and_key_are_data") {
         return;
     }
-    let server = aws::start(secrets_manager());
-    let run = aws_run(&server.url(), "eu-west-1", HOSTILE, HOSTILE, "")
+    let server = aws::start(aws::example());
+    let run = aws::run(&server.url(), "eu-west-1", HOSTILE, HOSTILE, "")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.reveal(), b"hostile-ok");
     let body: Value = serde_json::from_slice(&server.only_request().body).unwrap();
@@ -320,45 +263,12 @@ fn aws_hostile_secret_id_and_key_are_data() {
 
 // ---------------------------------------------------------------- Azure Key Vault
 
-const AZ_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL3ZhdWx0In0.c2ln";
-
-struct Azure {
-    imds: support::standins::http::Server,
-    vault: support::standins::http::Server,
-}
-
-fn azure(issued: &str, client_id: Option<&str>, secrets: &[(&str, &str, &str)]) -> Azure {
-    Azure {
-        imds: azure::start_imds(azure::Imds {
-            token: issued.into(),
-            client_id: client_id.map(str::to_string),
-        }),
-        vault: azure::start_vault(azure::KeyVault {
-            token: AZ_TOKEN.into(),
-            secrets: secrets
-                .iter()
-                .map(|(n, v, s)| (n.to_string(), v.to_string(), s.to_string()))
-                .collect(),
-        }),
-    }
-}
-
-fn azure_run(az: &Azure, name: &str, version: &str, client_id: &str) -> Run {
-    Run::new("azure-key-vault")
-        .var("vaultName", "contoso-test")
-        .var("secretName", name)
-        .var("secretVersion", version)
-        .var("clientId", client_id)
-        .var("vaultUrl", az.vault.url())
-        .var("imdsUrl", az.imds.url())
-}
-
 #[test]
 fn azure_reads_the_current_secret_with_a_managed_identity() {
     if !curl_jq("azure_reads_the_current_secret_with_a_managed_identity") {
         return;
     }
-    let az = azure(
+    let az = azure::pair(
         AZ_TOKEN,
         None,
         &[
@@ -367,7 +277,7 @@ fn azure_reads_the_current_secret_with_a_managed_identity() {
         ],
     );
     assert_secret(
-        &azure_run(&az, "db-password", "", "").reveal(),
+        &azure::run(&az, "db-password", "", "").reveal(),
         b"new value\n",
     );
     let imds = az.imds.only_request();
@@ -385,7 +295,7 @@ fn azure_reads_the_current_secret_with_a_managed_identity() {
 
     // The access token is not a template value, so nothing masks it: the template itself
     // must never print it.
-    let (out, v) = azure_run(&az, "db-password", "", "").json();
+    let (out, v) = azure::run(&az, "db-password", "", "").json();
     assert_eq!(v["ok"], true, "{v}");
     assert!(
         !contains(&out.stdout, AZ_TOKEN.as_bytes()) && !contains(&out.stderr, AZ_TOKEN.as_bytes())
@@ -398,7 +308,7 @@ fn azure_reads_a_version_with_a_user_assigned_identity() {
         return;
     }
     let client = "0d1c9f7e-2b3a-4c5d-8e9f-a0b1c2d3e4f5";
-    let az = azure(
+    let az = azure::pair(
         AZ_TOKEN,
         Some(client),
         &[
@@ -407,7 +317,7 @@ fn azure_reads_a_version_with_a_user_assigned_identity() {
         ],
     );
     assert_secret(
-        &azure_run(&az, "db-password", "1f2e", client).reveal(),
+        &azure::run(&az, "db-password", "1f2e", client).reveal(),
         b"old",
     );
     assert_eq!(
@@ -419,7 +329,7 @@ fn azure_reads_a_version_with_a_user_assigned_identity() {
         "/secrets/db-password/1f2e"
     );
 
-    let (out, v) = azure_run(&az, "db-password", "ffff", client).json();
+    let (out, v) = azure::run(&az, "db-password", "ffff", client).json();
     assert_script_failed(&out, &v, "SecretNotFound", &[AZ_TOKEN]);
 }
 
@@ -429,8 +339,8 @@ fn azure_refused_token_fails_without_printing_it() {
         return;
     }
     let other = "eyJhbGciOiJIUzI1NiJ9.token-for-another-tenant.AbCdEf0123";
-    let az = azure(other, None, &[("db-password", "1", "never-seen")]);
-    let (out, v) = azure_run(&az, "db-password", "", "").json();
+    let az = azure::pair(other, None, &[("db-password", "1", "never-seen")]);
+    let (out, v) = azure::run(&az, "db-password", "", "").json();
     assert_script_failed(&out, &v, "HTTP 401: Unauthorized", &[other, "never-seen"]);
     // Positive control: the token did reach the vault.
     assert_eq!(
@@ -444,8 +354,8 @@ fn azure_hostile_secret_name_is_data() {
     if !curl_jq("azure_hostile_secret_name_is_data") {
         return;
     }
-    let az = azure(AZ_TOKEN, None, &[(HOSTILE, "1", "hostile-ok")]);
-    let run = azure_run(&az, HOSTILE, "", "");
+    let az = azure::pair(AZ_TOKEN, None, &[(HOSTILE, "1", "hostile-ok")]);
+    let run = azure::run(&az, HOSTILE, "", "");
     assert_secret(&run.reveal(), b"hostile-ok");
     assert_eq!(az.vault.only_request().segments(), ["secrets", HOSTILE]);
     assert_nothing_ran(run.dir());
@@ -453,53 +363,23 @@ fn azure_hostile_secret_name_is_data() {
 
 // ---------------------------------------------------------------- 1Password Connect
 
-const OP_TOKEN: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im9wLWNvbm5lY3QifQ.op.connect.token";
-const OP_VAULT: &str = "5ve5wfpdjeoryv2j3zpnv4j7ua";
-const OP_ITEM: &str = "wcqxxa7ysfnbtmeqbivdsstzge";
-
-fn connect(vault_id: &str, item_id: &str) -> onepassword::Connect {
-    onepassword::Connect {
-        token: OP_TOKEN.into(),
-        vault_id: vault_id.into(),
-        item_id: item_id.into(),
-        fields: json!([
-            {"id": "username", "type": "STRING", "purpose": "USERNAME", "label": "username", "value": "app"},
-            {"id": "password", "type": "CONCEALED", "purpose": "PASSWORD", "label": "password",
-             "value": "pa$$ \"word\"\n", "entropy": 71.2},
-            {"id": "notesPlain", "type": "STRING", "purpose": "NOTES", "label": "notesPlain"},
-            {"id": "x7hq2", "section": {"id": "k7mjgd4tqzn3"}, "type": "CONCEALED", "label": "API key",
-             "value": "ak-123"},
-            {"id": "h0st1le", "type": "STRING", "label": HOSTILE, "value": "hostile-ok"}
-        ]),
-    }
-}
-
-fn op_run(url: &str, vault_id: &str, item_id: &str, field: &str, token: &str) -> Run {
-    Run::new("onepassword-connect")
-        .var("connectUrl", url)
-        .var("vaultId", vault_id)
-        .var("itemId", item_id)
-        .var("field", field)
-        .secret("op-connect-token", token)
-}
-
 #[test]
 fn onepassword_reads_a_field_by_label_or_id() {
     if !curl_jq("onepassword_reads_a_field_by_label_or_id") {
         return;
     }
-    let server = onepassword::start(connect(OP_VAULT, OP_ITEM));
+    let server = onepassword::start(onepassword::example(OP_VAULT, OP_ITEM));
     let url = server.url();
     assert_secret(
-        &op_run(&url, OP_VAULT, OP_ITEM, "password", OP_TOKEN).reveal(),
+        &onepassword::run(&url, OP_VAULT, OP_ITEM, "password", OP_TOKEN).reveal(),
         b"pa$$ \"word\"\n",
     );
     assert_secret(
-        &op_run(&url, OP_VAULT, OP_ITEM, "API key", OP_TOKEN).reveal(),
+        &onepassword::run(&url, OP_VAULT, OP_ITEM, "API key", OP_TOKEN).reveal(),
         b"ak-123",
     );
     assert_secret(
-        &op_run(&url, OP_VAULT, OP_ITEM, "x7hq2", OP_TOKEN).reveal(),
+        &onepassword::run(&url, OP_VAULT, OP_ITEM, "x7hq2", OP_TOKEN).reveal(),
         b"ak-123",
     );
     let reqs = server.requests();
@@ -511,7 +391,7 @@ fn onepassword_reads_a_field_by_label_or_id() {
     }
     // A field without a value, and no such field: both fail.
     for field in ["notesPlain", "pin"] {
-        let (out, v) = op_run(&url, OP_VAULT, OP_ITEM, field, OP_TOKEN).json();
+        let (out, v) = onepassword::run(&url, OP_VAULT, OP_ITEM, field, OP_TOKEN).json();
         assert_script_failed(&out, &v, "has no field", &[OP_TOKEN]);
     }
 }
@@ -522,8 +402,8 @@ fn onepassword_wrong_token_fails_without_printing_it() {
         return;
     }
     let wrong = "eyJhbGciOiJFUzI1NiJ9.wrong.connect-token-0000";
-    let server = onepassword::start(connect(OP_VAULT, OP_ITEM));
-    let (out, v) = op_run(&server.url(), OP_VAULT, OP_ITEM, "password", wrong).json();
+    let server = onepassword::start(onepassword::example(OP_VAULT, OP_ITEM));
+    let (out, v) = onepassword::run(&server.url(), OP_VAULT, OP_ITEM, "password", wrong).json();
     assert_script_failed(
         &out,
         &v,
@@ -541,8 +421,8 @@ fn onepassword_hostile_ids_and_label_are_data() {
     if !curl_jq("onepassword_hostile_ids_and_label_are_data") {
         return;
     }
-    let server = onepassword::start(connect(HOSTILE, HOSTILE));
-    let run = op_run(&server.url(), HOSTILE, HOSTILE, HOSTILE, OP_TOKEN);
+    let server = onepassword::start(onepassword::example(HOSTILE, HOSTILE));
+    let run = onepassword::run(&server.url(), HOSTILE, HOSTILE, HOSTILE, OP_TOKEN);
     assert_secret(&run.reveal(), b"hostile-ok");
     assert_eq!(
         server.only_request().segments(),
@@ -553,48 +433,19 @@ fn onepassword_hostile_ids_and_label_are_data() {
 
 // ---------------------------------------------------------------- CyberArk CCP
 
-fn ccp() -> cyberark::Ccp {
-    let account = |safe: &str, folder: &str, object: &str, content: &str| cyberark::Account {
-        safe: safe.into(),
-        folder: folder.into(),
-        object: object.into(),
-        content: content.into(),
-    };
-    cyberark::Ccp {
-        app_id: "harness-csm".into(),
-        accounts: vec![
-            account("Prod-DB", "Root", "pg-main", "Cy8er@rk \"pw\"\n"),
-            account("Prod-DB", "Linux", "pg-main", "in-a-folder"),
-            account(HOSTILE, "Root", HOSTILE, "hostile-ok"),
-        ],
-    }
-}
-
-fn ccp_run(url: &str, app: &str, safe: &str, folder: &str, object: &str) -> Run {
-    Run::new("cyberark-ccp")
-        .var("ccpUrl", url)
-        .var("appId", app)
-        .var("safe", safe)
-        .var("folder", folder)
-        .var("object", object)
-        .var("clientCert", "")
-        .var("clientKey", "")
-        .var("caFile", "")
-}
-
 #[test]
 fn cyberark_reads_content_from_root_and_a_folder() {
     if !curl_jq("cyberark_reads_content_from_root_and_a_folder") {
         return;
     }
-    let server = cyberark::start(ccp());
+    let server = cyberark::start(cyberark::example());
     let url = server.url();
     assert_secret(
-        &ccp_run(&url, "harness-csm", "Prod-DB", "", "pg-main").reveal(),
+        &cyberark::run(&url, "harness-csm", "Prod-DB", "", "pg-main").reveal(),
         b"Cy8er@rk \"pw\"\n",
     );
     assert_secret(
-        &ccp_run(&url, "harness-csm", "Prod-DB", "Linux", "pg-main").reveal(),
+        &cyberark::run(&url, "harness-csm", "Prod-DB", "Linux", "pg-main").reveal(),
         b"in-a-folder",
     );
     let reqs = server.requests();
@@ -605,7 +456,7 @@ fn cyberark_reads_content_from_root_and_a_folder() {
     );
     assert_eq!(reqs[1].param("Folder").as_deref(), Some("Linux"));
 
-    let (out, v) = ccp_run(&url, "harness-csm", "Prod-DB", "", "pg-other").json();
+    let (out, v) = cyberark::run(&url, "harness-csm", "Prod-DB", "", "pg-other").json();
     assert_script_failed(&out, &v, "APPAP004E", &["Cy8er@rk"]);
 }
 
@@ -614,8 +465,8 @@ fn cyberark_unknown_application_fails() {
     if !curl_jq("cyberark_unknown_application_fails") {
         return;
     }
-    let server = cyberark::start(ccp());
-    let (out, v) = ccp_run(&server.url(), "someone-else", "Prod-DB", "", "pg-main").json();
+    let server = cyberark::start(cyberark::example());
+    let (out, v) = cyberark::run(&server.url(), "someone-else", "Prod-DB", "", "pg-main").json();
     assert_script_failed(&out, &v, "HTTP 403: APPAP306E", &["Cy8er@rk"]);
     assert_eq!(
         server.only_request().param("AppID").as_deref(),
@@ -628,8 +479,8 @@ fn cyberark_hostile_safe_and_object_are_data() {
     if !curl_jq("cyberark_hostile_safe_and_object_are_data") {
         return;
     }
-    let server = cyberark::start(ccp());
-    let run = ccp_run(&server.url(), "harness-csm", HOSTILE, "", HOSTILE);
+    let server = cyberark::start(cyberark::example());
+    let run = cyberark::run(&server.url(), "harness-csm", HOSTILE, "", HOSTILE);
     assert_secret(&run.reveal(), b"hostile-ok");
     let req = server.only_request();
     assert_eq!(req.param("Safe").as_deref(), Some(HOSTILE));
@@ -643,175 +494,6 @@ fn cyberark_hostile_safe_and_object_are_data() {
     assert_nothing_ran(run.dir());
 }
 
-/// A TLS CCP that demands a client certificate: `openssl s_server -WWW -Verify 1` on a
-/// free port, serving the one account file whose name is the exact query the template
-/// must send. The CA, server and client certificates are made here with openssl.
-struct TlsCcp {
-    dir: tempfile::TempDir,
-    server: std::process::Child,
-    port: u16,
-}
-
-impl TlsCcp {
-    fn new() -> TlsCcp {
-        use std::io::BufRead as _;
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"],
-                &ec[..],
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=csm test CA",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        for (name, subject, ext) in [
-            ("server", "/CN=127.0.0.1", true),
-            ("client:cert", "/CN=harness-csm", false),
-        ] {
-            openssl(
-                &[
-                    &["req"],
-                    &ec[..],
-                    &[
-                        "-keyout",
-                        &format!("{name}.key"),
-                        "-out",
-                        "req.csr",
-                        "-subj",
-                        subject,
-                    ],
-                ]
-                .concat(),
-            );
-            let mut sign = vec![
-                "x509",
-                "-req",
-                "-in",
-                "req.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-            ];
-            let out = format!("{name}.pem");
-            sign.extend(["-out", &out]);
-            if ext {
-                sign.extend(["-extfile", "san.ext"]);
-            }
-            openssl(&sign);
-        }
-        let www = d.join("www/AIMWebService/api");
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(
-            www.join("Accounts?AppID=harness-csm&Safe=Prod-DB&Object=pg-main"),
-            json!({"Content": "tls-ok \"pw\"", "UserName": "svc_app", "Folder": "Root"})
-                .to_string(),
-        )
-        .unwrap();
-        let mut server = std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                "0",
-                "-naccept",
-                "1",
-                "-WWW",
-                "-cert",
-                "../server.pem",
-            ])
-            .args([
-                "-key",
-                "../server.key",
-                "-CAfile",
-                "../ca.pem",
-                "-Verify",
-                "1",
-                "-verify_return_error",
-            ])
-            .current_dir(d.join("www"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // s_server prints "ACCEPT [::]:PORT" once it listens: wait for that line.
-        let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("s_server exited before listening")
-                .unwrap();
-            if let Some(p) = line
-                .strip_prefix("ACCEPT ")
-                .and_then(|a| a.rsplit(':').next())
-            {
-                break p.parse().unwrap();
-            }
-        };
-        TlsCcp { dir, server, port }
-    }
-
-    fn run(&self, cert: bool) -> Run {
-        let d = self.dir.path();
-        let file = |n: &str| d.join(n).into_os_string().into_encoded_bytes();
-        let run = Run::new("cyberark-ccp")
-            .var("ccpUrl", format!("https://127.0.0.1:{}", self.port))
-            .var("appId", "harness-csm")
-            .var("safe", "Prod-DB")
-            .var("folder", "")
-            .var("object", "pg-main")
-            .var("caFile", file("ca.pem"));
-        if cert {
-            // The ':' in the file name checks that the template escapes curl's
-            // "file:password" syntax.
-            run.var("clientCert", file("client:cert.pem"))
-                .var("clientKey", file("client:cert.key"))
-        } else {
-            run.var("clientCert", "").var("clientKey", "")
-        }
-    }
-}
-
-impl Drop for TlsCcp {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
 #[test]
 fn cyberark_client_certificate_authentication() {
     if !have_tools(
@@ -820,58 +502,30 @@ fn cyberark_client_certificate_authentication() {
     ) {
         return;
     }
-    let ccp = TlsCcp::new();
+    let ccp = cyberark::TlsCcp::new();
     assert_secret(&ccp.run(true).reveal(), b"tls-ok \"pw\"");
     // Without the certificate the handshake is refused.
-    let ccp = TlsCcp::new();
+    let ccp = cyberark::TlsCcp::new();
     let (out, v) = ccp.run(false).json();
     assert_script_failed(&out, &v, "no answer from the CCP", &[]);
 }
 
 // ---------------------------------------------------------------- Doppler
 
-const DOPPLER_TOKEN: &str = "dp.st.prd.Xk9fQ2mZr7LwT4vBn8cJ1hYs6dGe3aUp0oKi5";
-
-fn doppler_store() -> doppler::Doppler {
-    doppler::Doppler {
-        token: DOPPLER_TOKEN.into(),
-        project: "backend".into(),
-        config: "prd".into(),
-        secrets: vec![
-            (
-                "DATABASE_URL".into(),
-                "postgres://app:${DB_PASS}@db/app".into(),
-                "postgres://app:s3cr3t@db/app".into(),
-            ),
-            (HOSTILE.into(), "hostile-raw".into(), "hostile-ok".into()),
-        ],
-    }
-}
-
-fn doppler_run(url: &str, project: &str, config: &str, name: &str, kind: &str, token: &str) -> Run {
-    Run::new("doppler")
-        .var("project", project)
-        .var("config", config)
-        .var("name", name)
-        .var("valueType", kind)
-        .var("apiUrl", url)
-        .secret("doppler-token", token)
-}
-
 #[test]
 fn doppler_reads_computed_and_raw_values() {
     if !curl_jq("doppler_reads_computed_and_raw_values") {
         return;
     }
-    let server = doppler::start(doppler_store());
+    let server = doppler::start(doppler::example());
     let url = server.url();
     let token = format!("{DOPPLER_TOKEN}\n");
     assert_secret(
-        &doppler_run(&url, "backend", "prd", "DATABASE_URL", "", &token).reveal(),
+        &doppler::run(&url, "backend", "prd", "DATABASE_URL", "", &token).reveal(),
         b"postgres://app:s3cr3t@db/app",
     );
     assert_secret(
-        &doppler_run(&url, "", "", "DATABASE_URL", "raw", &token).reveal(),
+        &doppler::run(&url, "", "", "DATABASE_URL", "raw", &token).reveal(),
         b"postgres://app:${DB_PASS}@db/app",
     );
     let reqs = server.requests();
@@ -889,14 +543,14 @@ fn doppler_reads_computed_and_raw_values() {
         );
     }
 
-    let (out, v) = doppler_run(&url, "backend", "prd", "NOPE", "", &token).json();
+    let (out, v) = doppler::run(&url, "backend", "prd", "NOPE", "", &token).json();
     assert_script_failed(
         &out,
         &v,
         "Could not find requested secret",
         &[DOPPLER_TOKEN],
     );
-    let (out, v) = doppler_run(&url, "backend", "prd", "DATABASE_URL", "plain", &token).json();
+    let (out, v) = doppler::run(&url, "backend", "prd", "DATABASE_URL", "plain", &token).json();
     assert_script_failed(&out, &v, "valueType must be", &[DOPPLER_TOKEN]);
 }
 
@@ -906,8 +560,8 @@ fn doppler_wrong_token_fails_without_printing_it() {
         return;
     }
     let wrong = "dp.st.prd.WRONGwrongWRONGwrongWRONGwrong00";
-    let server = doppler::start(doppler_store());
-    let (out, v) = doppler_run(&server.url(), "", "", "DATABASE_URL", "", wrong).json();
+    let server = doppler::start(doppler::example());
+    let (out, v) = doppler::run(&server.url(), "", "", "DATABASE_URL", "", wrong).json();
     assert_script_failed(
         &out,
         &v,
@@ -925,8 +579,8 @@ fn doppler_hostile_name_is_data() {
     if !curl_jq("doppler_hostile_name_is_data") {
         return;
     }
-    let server = doppler::start(doppler_store());
-    let run = doppler_run(&server.url(), "", "", HOSTILE, "", DOPPLER_TOKEN);
+    let server = doppler::start(doppler::example());
+    let run = doppler::run(&server.url(), "", "", HOSTILE, "", DOPPLER_TOKEN);
     assert_secret(&run.reveal(), b"hostile-ok");
     let req = server.only_request();
     assert_eq!(req.query(), [("name".to_string(), HOSTILE.to_string())]);
@@ -999,93 +653,6 @@ fn dotenv_missing_keys_and_patterns_fail() {
 
 // ---------------------------------------------------------------- pass
 
-/// A throwaway GnuPG home and password store; the gpg-agent the key generation started
-/// is killed when this is dropped.
-struct PassStore {
-    dir: tempfile::TempDir,
-}
-
-impl PassStore {
-    fn gnupg(&self) -> std::path::PathBuf {
-        self.dir.path().join("gnupg")
-    }
-    fn store(&self) -> std::path::PathBuf {
-        self.dir.path().join("store")
-    }
-    fn cmd(&self, program: &str) -> std::process::Command {
-        let mut c = std::process::Command::new(program);
-        c.env("GNUPGHOME", self.gnupg())
-            .env("PASSWORD_STORE_DIR", self.store());
-        c
-    }
-    fn new() -> PassStore {
-        let dir = tempfile::Builder::new()
-            .prefix("csm-pass")
-            .tempdir()
-            .unwrap();
-        let s = PassStore { dir };
-        std::fs::create_dir(s.gnupg()).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(s.gnupg(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let ok = s
-            .cmd("gpg")
-            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args([
-                "--quick-gen-key",
-                "csm-agent test <csm-test@example.invalid>",
-            ])
-            .args(["default", "default", "never"])
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "gpg: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-        let init = s
-            .cmd("pass")
-            .args(["init", "csm-test@example.invalid"])
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "pass init: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        s
-    }
-    fn insert(&self, entry: &str, content: &str) {
-        use std::io::Write as _;
-        let mut child = self
-            .cmd("pass")
-            .args(["insert", "--multiline", "--", entry])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(content.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "pass insert {entry:?}");
-    }
-    fn run(&self, entry: &str, field: &str) -> Run {
-        Run::new("pass")
-            .var("entry", entry)
-            .var("field", field)
-            .var("storeDir", self.store().as_os_str().as_encoded_bytes())
-            .var("gnupgHome", self.gnupg().as_os_str().as_encoded_bytes())
-    }
-}
-
-impl Drop for PassStore {
-    fn drop(&mut self) {
-        let _ = self.cmd("gpgconf").args(["--kill", "all"]).status();
-    }
-}
-
 #[test]
 fn pass_reads_the_password_and_fields_of_entries() {
     if !have_tools(
@@ -1094,7 +661,7 @@ fn pass_reads_the_password_and_fields_of_entries() {
     ) {
         return;
     }
-    let store = PassStore::new();
+    let store = pass::PassStore::new();
     store.insert(
         "prod/db",
         "pa ss \"w\" $(touch pwned)\nlogin: app\nurl: https://db.example.com\n",
@@ -1129,25 +696,25 @@ fn credentials_never_reach_a_program_argv() {
         return;
     }
     let log = ArgvLog::new(&["curl", "jq", "base64"]);
-    let vault = vault::start(vault_kv("db", json!({"password": "x-vault"}), None));
-    let run = vault_run(&vault.url(), "db", "password", "", "").secret("vault-token", VAULT_TOKEN);
+    let vault = vault::start(vault::kv2("db", json!({"password": "x-vault"}), None));
+    let run = vault::run(&vault.url(), "db", "password", "", "").secret("vault-token", VAULT_TOKEN);
     assert_secret(&run.path_first(log.dir()).reveal(), b"x-vault");
 
-    let aws = aws::start(secrets_manager());
-    let run = aws_run(&aws.url(), "eu-west-1", "prod/db", "password", "")
+    let aws = aws::start(aws::example());
+    let run = aws::run(&aws.url(), "eu-west-1", "prod/db", "password", "")
         .secret("aws-secret-access-key", AWS_SECRET);
     assert_secret(&run.path_first(log.dir()).reveal(), b"pa ss\"\n");
 
-    let az = azure(AZ_TOKEN, None, &[("db-password", "1", "x-azure")]);
-    let run = azure_run(&az, "db-password", "", "");
+    let az = azure::pair(AZ_TOKEN, None, &[("db-password", "1", "x-azure")]);
+    let run = azure::run(&az, "db-password", "", "");
     assert_secret(&run.path_first(log.dir()).reveal(), b"x-azure");
 
-    let op = onepassword::start(connect(OP_VAULT, OP_ITEM));
-    let run = op_run(&op.url(), OP_VAULT, OP_ITEM, "API key", OP_TOKEN);
+    let op = onepassword::start(onepassword::example(OP_VAULT, OP_ITEM));
+    let run = onepassword::run(&op.url(), OP_VAULT, OP_ITEM, "API key", OP_TOKEN);
     assert_secret(&run.path_first(log.dir()).reveal(), b"ak-123");
 
-    let dp = doppler::start(doppler_store());
-    let run = doppler_run(&dp.url(), "", "", "DATABASE_URL", "", DOPPLER_TOKEN);
+    let dp = doppler::start(doppler::example());
+    let run = doppler::run(&dp.url(), "", "", "DATABASE_URL", "", DOPPLER_TOKEN);
     assert_secret(
         &run.path_first(log.dir()).reveal(),
         b"postgres://app:s3cr3t@db/app",

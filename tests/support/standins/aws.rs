@@ -9,6 +9,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::cli::{Run, HOSTILE};
 use super::http::{Request, Response, Server};
 use super::sigv4::{self, SigError};
 
@@ -158,4 +159,51 @@ fn unrecognized() -> Response {
         "UnrecognizedClientException",
         "The security token included in the request is invalid.",
     )
+}
+
+// The tests' fixtures.
+
+/// The tests' credentials (AWS's documentation examples).
+pub const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+/// eu-west-1, the tests' credentials, and `prod/db` (JSON, with a previous version),
+/// `prod/keystore` (binary) and a secret named [`HOSTILE`].
+pub fn example() -> SecretsManager {
+    SecretsManager {
+        region: "eu-west-1".into(),
+        access_key_id: AKID.into(),
+        secret_access_key: SECRET_KEY.into(),
+        secrets: vec![
+            AwsSecret {
+                name: "prod/db".into(),
+                current: Payload::String(
+                    json!({"username": "app", "password": "pa ss\"\n", "port": 5432}).to_string(),
+                ),
+                previous: Some(Payload::String("old-password".into())),
+            },
+            AwsSecret {
+                name: "prod/keystore".into(),
+                current: Payload::Binary(b"\x01\xfe binary\n\n".to_vec()),
+                previous: None,
+            },
+            AwsSecret {
+                name: HOSTILE.into(),
+                current: Payload::String(json!({ HOSTILE: "hostile-ok" }).to_string()),
+                previous: None,
+            },
+        ],
+    }
+}
+
+/// A `test-run` of aws-secrets-manager.json with the access key id; the secret access
+/// key is the caller's to add.
+pub fn run(endpoint: &str, region: &str, id: &str, key: &str, stage: &str) -> Run {
+    Run::new("aws-secrets-manager")
+        .var("region", region)
+        .var("secretId", id)
+        .var("jsonKey", key)
+        .var("versionStage", stage)
+        .var("endpoint", endpoint)
+        .secret("aws-access-key-id", format!("{AKID}\n"))
 }

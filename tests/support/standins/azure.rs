@@ -9,6 +9,7 @@
 
 use serde_json::json;
 
+use super::cli::Run;
 use super::http::{Request, Response, Server};
 
 pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
@@ -158,4 +159,44 @@ fn answer_vault(kv: &KeyVault, req: &Request) -> Response {
             "tags": {}
         }),
     )
+}
+
+// The tests' fixtures.
+
+/// The access token the vault accepts.
+pub const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL3ZhdWx0In0.c2ln";
+
+/// A host's metadata service and a vault, each on its own port.
+pub struct Pair {
+    pub imds: Server,
+    pub vault: Server,
+}
+
+/// IMDS issuing `issued` (for `client_id`), and a vault that accepts [`TOKEN`] and
+/// holds `(name, version, value)` secrets.
+pub fn pair(issued: &str, client_id: Option<&str>, secrets: &[(&str, &str, &str)]) -> Pair {
+    Pair {
+        imds: start_imds(Imds {
+            token: issued.into(),
+            client_id: client_id.map(str::to_string),
+        }),
+        vault: start_vault(KeyVault {
+            token: TOKEN.into(),
+            secrets: secrets
+                .iter()
+                .map(|(n, v, s)| (n.to_string(), v.to_string(), s.to_string()))
+                .collect(),
+        }),
+    }
+}
+
+/// A `test-run` of azure-key-vault.json pointed at `az`.
+pub fn run(az: &Pair, name: &str, version: &str, client_id: &str) -> Run {
+    Run::new("azure-key-vault")
+        .var("vaultName", "contoso-test")
+        .var("secretName", name)
+        .var("secretVersion", version)
+        .var("clientId", client_id)
+        .var("vaultUrl", az.vault.url())
+        .var("imdsUrl", az.imds.url())
 }

@@ -6,6 +6,8 @@
 
 use serde_json::json;
 
+use super::cli::{Run, HOSTILE};
+
 use super::http::{Request, Response, Server};
 
 /// One account in a safe.
@@ -86,4 +88,207 @@ fn answer(ccp: &Ccp, req: &Request) -> Response {
             "PasswordChangeInProcess": "False"
         }),
     )
+}
+
+// The tests' fixtures.
+
+/// AppID `harness-csm`, with `Prod-DB/pg-main` in Root and in a folder, and an
+/// account whose safe and object are [`HOSTILE`].
+pub fn example() -> Ccp {
+    let account = |safe: &str, folder: &str, object: &str, content: &str| Account {
+        safe: safe.into(),
+        folder: folder.into(),
+        object: object.into(),
+        content: content.into(),
+    };
+    Ccp {
+        app_id: "harness-csm".into(),
+        accounts: vec![
+            account("Prod-DB", "Root", "pg-main", "Cy8er@rk \"pw\"\n"),
+            account("Prod-DB", "Linux", "pg-main", "in-a-folder"),
+            account(HOSTILE, "Root", HOSTILE, "hostile-ok"),
+        ],
+    }
+}
+
+/// A `test-run` of cyberark-ccp.json over plain HTTP (no certificates).
+pub fn run(url: &str, app: &str, safe: &str, folder: &str, object: &str) -> Run {
+    Run::new("cyberark-ccp")
+        .var("ccpUrl", url)
+        .var("appId", app)
+        .var("safe", safe)
+        .var("folder", folder)
+        .var("object", object)
+        .var("clientCert", "")
+        .var("clientKey", "")
+        .var("caFile", "")
+}
+
+/// A TLS CCP that demands a client certificate: `openssl s_server -WWW -Verify 1` on a
+/// free port, serving the one account file whose name is the exact query the template
+/// must send. The CA, server and client certificates are made here with openssl.
+pub struct TlsCcp {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl TlsCcp {
+    pub fn new() -> TlsCcp {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=csm test CA",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        for (name, subject, ext) in [
+            ("server", "/CN=127.0.0.1", true),
+            ("client:cert", "/CN=harness-csm", false),
+        ] {
+            openssl(
+                &[
+                    &["req"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        "req.csr",
+                        "-subj",
+                        subject,
+                    ],
+                ]
+                .concat(),
+            );
+            let mut sign = vec![
+                "x509",
+                "-req",
+                "-in",
+                "req.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+            ];
+            let out = format!("{name}.pem");
+            sign.extend(["-out", &out]);
+            if ext {
+                sign.extend(["-extfile", "san.ext"]);
+            }
+            openssl(&sign);
+        }
+        let www = d.join("www/AIMWebService/api");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(
+            www.join("Accounts?AppID=harness-csm&Safe=Prod-DB&Object=pg-main"),
+            json!({"Content": "tls-ok \"pw\"", "UserName": "svc_app", "Folder": "Root"})
+                .to_string(),
+        )
+        .unwrap();
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "0",
+                "-naccept",
+                "1",
+                "-WWW",
+                "-cert",
+                "../server.pem",
+            ])
+            .args([
+                "-key",
+                "../server.key",
+                "-CAfile",
+                "../ca.pem",
+                "-Verify",
+                "1",
+                "-verify_return_error",
+            ])
+            .current_dir(d.join("www"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // s_server prints "ACCEPT [::]:PORT" once it listens: wait for that line.
+        let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("s_server exited before listening")
+                .unwrap();
+            if let Some(p) = line
+                .strip_prefix("ACCEPT ")
+                .and_then(|a| a.rsplit(':').next())
+            {
+                break p.parse().unwrap();
+            }
+        };
+        TlsCcp { dir, server, port }
+    }
+
+    pub fn run(&self, cert: bool) -> Run {
+        let d = self.dir.path();
+        let file = |n: &str| d.join(n).into_os_string().into_encoded_bytes();
+        let run = Run::new("cyberark-ccp")
+            .var("ccpUrl", format!("https://127.0.0.1:{}", self.port))
+            .var("appId", "harness-csm")
+            .var("safe", "Prod-DB")
+            .var("folder", "")
+            .var("object", "pg-main")
+            .var("caFile", file("ca.pem"));
+        if cert {
+            // The ':' in the file name checks that the template escapes curl's
+            // "file:password" syntax.
+            run.var("clientCert", file("client:cert.pem"))
+                .var("clientKey", file("client:cert.key"))
+        } else {
+            run.var("clientCert", "").var("clientKey", "")
+        }
+    }
+}
+
+impl Drop for TlsCcp {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }

@@ -7,6 +7,8 @@
 
 use serde_json::json;
 
+use super::cli::{Run, HOSTILE};
+
 use super::http::{Request, Response, Server};
 
 /// One config's secrets, readable with one service token.
@@ -58,4 +60,38 @@ fn answer(d: &Doppler, req: &Request) -> Response {
             "success": true
         }),
     )
+}
+
+// The tests' fixtures.
+
+/// The service token for project `backend`, config `prd`.
+pub const TOKEN: &str = "dp.st.prd.Xk9fQ2mZr7LwT4vBn8cJ1hYs6dGe3aUp0oKi5";
+
+/// `DATABASE_URL`, whose raw value references another secret, and a secret named
+/// [`HOSTILE`].
+pub fn example() -> Doppler {
+    Doppler {
+        token: TOKEN.into(),
+        project: "backend".into(),
+        config: "prd".into(),
+        secrets: vec![
+            (
+                "DATABASE_URL".into(),
+                "postgres://app:${DB_PASS}@db/app".into(),
+                "postgres://app:s3cr3t@db/app".into(),
+            ),
+            (HOSTILE.into(), "hostile-raw".into(), "hostile-ok".into()),
+        ],
+    }
+}
+
+/// A `test-run` of doppler.json.
+pub fn run(url: &str, project: &str, config: &str, name: &str, kind: &str, token: &str) -> Run {
+    Run::new("doppler")
+        .var("project", project)
+        .var("config", config)
+        .var("name", name)
+        .var("valueType", kind)
+        .var("apiUrl", url)
+        .secret("doppler-token", token)
 }

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use super::cli::{Run, HOSTILE};
 use super::http::{Request, Response, Server};
 
 /// One item in one vault, readable with one token.
@@ -64,4 +65,40 @@ fn answer(c: &Connect, req: &Request) -> Response {
             "updatedAt": "2024-05-02T10:00:00Z"
         }),
     )
+}
+
+// The tests' fixtures.
+
+/// The Connect token, and the ids of the tests' vault and item.
+pub const TOKEN: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im9wLWNvbm5lY3QifQ.op.connect.token";
+pub const VAULT: &str = "5ve5wfpdjeoryv2j3zpnv4j7ua";
+pub const ITEM: &str = "wcqxxa7ysfnbtmeqbivdsstzge";
+
+/// The item, with labelled fields, one in a section, one without a value, and one
+/// labelled [`HOSTILE`].
+pub fn example(vault_id: &str, item_id: &str) -> Connect {
+    Connect {
+        token: TOKEN.into(),
+        vault_id: vault_id.into(),
+        item_id: item_id.into(),
+        fields: json!([
+            {"id": "username", "type": "STRING", "purpose": "USERNAME", "label": "username", "value": "app"},
+            {"id": "password", "type": "CONCEALED", "purpose": "PASSWORD", "label": "password",
+             "value": "pa$$ \"word\"\n", "entropy": 71.2},
+            {"id": "notesPlain", "type": "STRING", "purpose": "NOTES", "label": "notesPlain"},
+            {"id": "x7hq2", "section": {"id": "k7mjgd4tqzn3"}, "type": "CONCEALED", "label": "API key",
+             "value": "ak-123"},
+            {"id": "h0st1le", "type": "STRING", "label": HOSTILE, "value": "hostile-ok"}
+        ]),
+    }
+}
+
+/// A `test-run` of onepassword-connect.json.
+pub fn run(url: &str, vault_id: &str, item_id: &str, field: &str, token: &str) -> Run {
+    Run::new("onepassword-connect")
+        .var("connectUrl", url)
+        .var("vaultId", vault_id)
+        .var("itemId", item_id)
+        .var("field", field)
+        .secret("op-connect-token", token)
 }

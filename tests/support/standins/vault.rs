@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 
+use super::cli::Run;
 use super::http::{Request, Response, Server};
 
 /// One secret in one KV v2 mount.
@@ -92,4 +93,32 @@ fn answer(kv: &Kv2, req: &Request) -> Response {
             "mount_type": "kv"
         }),
     )
+}
+
+// The tests' fixtures.
+
+/// The token of the tests' Vault.
+pub const TOKEN: &str = "hvs.CAESIJ3m9x2Qk7Rz0vTn4bLpWfYs8eHdUaGc1oKj5iN6tMq";
+
+/// One secret at `secret/<path>`, version 3, readable with [`TOKEN`].
+pub fn kv2(path: &str, data: Value, namespace: Option<&str>) -> Kv2 {
+    Kv2 {
+        mount: "secret".into(),
+        path: path.into(),
+        data,
+        version: 3,
+        token: TOKEN.into(),
+        namespace: namespace.map(str::to_string),
+    }
+}
+
+/// A `test-run` of vault-kv2.json (mount `secret`), without its token.
+pub fn run(addr: &str, path: &str, field: &str, version: &str, namespace: &str) -> Run {
+    Run::new("vault-kv2")
+        .var("vaultAddr", addr)
+        .var("mount", "secret")
+        .var("path", path)
+        .var("field", field)
+        .var("version", version)
+        .var("namespace", namespace)
 }
