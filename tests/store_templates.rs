@@ -680,8 +680,11 @@ fn pass_reads_the_password_and_fields_of_entries() {
     }
     let (out, v) = store.run("prod/db", "otp").json();
     assert_script_failed(&out, &v, "has no field otp", &[]);
-    let (out, v) = store.run("prod/absent", "").json();
-    assert_script_failed(&out, &v, "could not show", &[]);
+    // An absent entry, and a folder (which `pass show` lists, successfully).
+    for entry in ["prod/absent", "prod"] {
+        let (out, v) = store.run(entry, "").json();
+        assert_script_failed(&out, &v, "is not an entry of the store", &[]);
+    }
 }
 
 // ---------------------------------------------------------------- all stores
