@@ -5,6 +5,7 @@
 //! - [`skip`]: loud skips that fail under CI.
 //! - [`bashfuzz`]: the differential fuzzer of the template renderer against real bash.
 //! - [`agentnet`]: an in-process manager, real agent processes, hand-driven WebSocket peers.
+//! - [`standins`]: loopback stand-ins for the secret stores of `examples/templates/`.
 
 // Each integration test binary compiles this module on its own and uses only part of
 // it, so items unused by one binary would otherwise trip `dead_code` there.
@@ -15,3 +16,4 @@ pub mod bashfuzz;
 pub mod skip;
 pub mod ssh;
 pub mod sshd;
+pub mod standins;
