@@ -238,9 +238,10 @@ pub(crate) fn effects(
         // Effects index of `words[i + 1 + k]` is `i + k`.
         let off = i;
         if !skip_functions && functions.contains(lit) {
-            // A function the script defines: its arguments become $1, $2, ….
+            // A function the script defines: its arguments become its $1, $2, ….
+            let positional = format!("@{}", show(lit));
             for e in facts.effects.iter_mut().skip(off) {
-                e.assigns.push("@".into());
+                e.assigns.push(positional.clone());
             }
             return facts;
         }

@@ -218,8 +218,11 @@ pub(crate) enum CommandKind {
     },
     /// A compound command: `{ }`, `( )`, `if`, loops, `case`, `(( ))`, `[[ ]]`.
     Compound,
-    /// A function definition (its name is in [`Syntax::functions`]).
-    Function,
+    /// A function definition.
+    Function {
+        /// Its name, when it is a plain word (also in [`Syntax::functions`]).
+        name: Option<Vec<u8>>,
+    },
 }
 
 /// A command: what the analysis needs to know about it.
