@@ -71,6 +71,11 @@ fn attacks() -> Vec<Attack> {
         d("x=$(cat <<'EOF'\n${v}\nEOF\n)", "EOF)\ntouch @M@\n("),
         // bash evaluating a variable's value as code.
         a("declare -a x=${v}", "([0]=$(touch @M@))"),
+        a("x=(); declare x=${v}", "([0]=$(touch @M@))"),
+        a(
+            "read -a x <<< 1; local_f() { local x=${v}; }; local_f",
+            "([0]=$(touch @M@))",
+        ),
         a(
             "local_f() { local -a x=\"${v}\"; }; local_f",
             "([0]=$(touch @M@))",

@@ -260,16 +260,8 @@ impl Analyzer {
                 }
             }
         }
-        for c in &self.syn.commands {
-            if let CommandKind::Simple { words } = &c.kind {
-                for w in words {
-                    if let Some(a) = &w.assign {
-                        if a.compound {
-                            self.attrs.entry(a.var.clone()).or_default().array = true;
-                        }
-                    }
-                }
-            }
+        for var in &self.syn.arrays {
+            self.attrs.entry(var.clone()).or_default().array = true;
         }
     }
 
@@ -419,6 +411,16 @@ impl Analyzer {
                 match e {
                     Some(e) => {
                         v.join(&e.verdict);
+                        if e.declaration
+                            && e.assigns.iter().any(|var| {
+                                self.attrs.get(var).is_some_and(|a| a.array || a.unknown)
+                            })
+                        {
+                            v.join(&Verdict::refuse(
+                                "an assignment by a declaration builtin to an array, where bash \
+                                 parses a value that starts with `(` as code",
+                            ));
+                        }
                         for var in &e.assigns {
                             v.join(&self.assign_verdict(var));
                             if *reaching {

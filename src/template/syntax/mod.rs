@@ -310,6 +310,8 @@ pub(crate) struct Syntax {
     pub heredocs: Vec<Heredoc>,
     /// Names of the functions the script defines.
     pub functions: BTreeSet<Vec<u8>>,
+    /// Variables the script assigns with `NAME=(…)` anywhere: arrays.
+    pub arrays: BTreeSet<String>,
     /// The first reason the parse cannot be trusted, if any.
     pub unsure: Option<Unsure>,
     /// Pipelines of two or more commands seen so far (their ids).

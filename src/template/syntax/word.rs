@@ -1061,6 +1061,7 @@ impl Parser<'_, '_> {
         let var = match assign {
             AssignState::Yes(a) => {
                 a.compound = true;
+                self.out.arrays.insert(a.var.clone());
                 a.var.clone()
             }
             _ => return,
