@@ -422,10 +422,12 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         idle.retain(|c| c.last_used.elapsed() < expiry);
         idle.pop()
     };
+    let session = wrapper::Session::new();
     let work = Work {
         target: exec.target.clone(),
         config: exec.pool.config.clone(),
         input: wrapper::script_input(
+            &session,
             Mode::Ssh {
                 timeout: job.timeout,
                 grace: job.limits.grace,
@@ -433,6 +435,7 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             &job.command_path,
             job.script.expose_bytes(),
         ),
+        session,
         limits: job.limits.clone(),
         masker: job.masker.clone(),
         deadline,
@@ -480,6 +483,7 @@ struct Work {
     target: SshTarget,
     config: SshConfig,
     input: zeroize::Zeroizing<Vec<u8>>,
+    session: wrapper::Session,
     limits: super::Limits,
     masker: Arc<crate::mask::Masker>,
     deadline: Instant,
@@ -506,6 +510,7 @@ impl Work {
             };
             let spec = conn::RunSpec {
                 input: &self.input,
+                session: &self.session,
                 limits: &self.limits,
                 deadline: self.deadline,
                 setup_timeout: self.config.connect_timeout,
