@@ -173,7 +173,10 @@ pub fn shell_quote(s: &[u8], out: &mut Vec<u8>) {
 /// before reading any script byte, and sources the rest of stdin.
 pub fn remote_command() -> String {
     format!(
-        "exec bash --noprofile --norc -c 'IFS= builtin read -r n || exit 97; \
+        "exec bash --noprofile --norc -c '\
+         (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )) || \
+         {{ echo \"{SCRIPT_NAME}: the wrapper needs bash 4.4 or later, this host has $BASH_VERSION\" >&2; exit 98; }}; \
+         IFS= builtin read -r n || exit 97; \
          builtin printf \"\\ncsm:%s pid %d\\n\" \"$n\" $$; exec 4<&0 </dev/null; . /dev/fd/4' \
          {SCRIPT_NAME}"
     )
@@ -231,7 +234,7 @@ pub fn script_input(
                 session.nonce,
                 session.nonce,
                 session.marker,
-                secs(timeout),
+                timeout.as_micros(),
                 secs(grace)
             );
         }
@@ -289,7 +292,16 @@ const RELAY: &str = r#"__csm_relay() {
   # session it does not lead is someone else's and never swept.
   local l s pg=$$ sid=-1
   if read -r l <"/proc/$$/stat"; then l=${l##*) }; set -- $l; [[ $4 == "$$" ]] && sid=$$; fi
-  IFS= read -r -t "$__csm_t" l; s=$?
+  # Until the main shell is gone (EOF), hands over a frame (`F`), or the deadline passes;
+  # anything else the script writes to this pipe is ignored.
+  local now end=$(( ${EPOCHREALTIME//[!0-9]/} + __csm_t ))
+  while :; do
+    now=${EPOCHREALTIME//[!0-9]/}
+    if (( now >= end )); then s=142; break; fi
+    printf -v l '%d.%06d' $(( (end - now) / 1000000 )) $(( (end - now) % 1000000 ))
+    IFS= read -r -t "$l" l; s=$?
+    (( s == 0 )) && [[ $l != F ]] || break
+  done
   if (( s > 128 )); then
     kill -TERM -- "-$pg"
     IFS= read -r -t "$__csm_g" l
