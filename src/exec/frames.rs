@@ -1,8 +1,10 @@
 //! The parser for the wrapper's result frames (`docs/protocol.md`, "Result frames").
 //!
-//! A frame is a line `csm:<nonce> <verb> [args]`, preceded by a newline so that anything
-//! unterminated before it cannot swallow it; a `done` frame's line is followed by the
-//! secret's exact bytes and a NUL (bash strings cannot hold one). Anything else on the
+//! A frame is a record `csm:<nonce> <verb> [args]`, ended by a NUL or a newline and
+//! preceded by one so that anything unterminated before it cannot swallow it; a `done`
+//! frame's record is followed by the secret's exact bytes and a NUL (bash strings cannot
+//! hold one). The wrapper writes NULs, so that a frame is one write: bash flushes its output
+//! at every newline. Anything else on the
 //! stream is noise: it is counted, never kept (the first bytes before the SSH bootstrap
 //! excepted, for the `remote_shell` message) and never logged. A line with the wrong nonce
 //! is noise too, so nothing that does not know the attempt's nonce can steer the result or
@@ -16,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::secret::{secret_bytes, SecretBytes};
 
-/// The longest frame line; longer lines are noise.
+/// The longest frame record; longer records are noise.
 const MAX_LINE: usize = 128;
 /// How much noise from before the SSH bootstrap's frame is kept for an error message.
 const KEEP_PRE_BOOTSTRAP: usize = 512;
@@ -128,7 +130,7 @@ impl FrameReader {
                 data = self.push_body(data);
                 continue;
             }
-            match data.iter().position(|&b| b == b'\n') {
+            match data.iter().position(|&b| b == b'\n' || b == 0) {
                 Some(i) => {
                     self.add_to_line(&data[..i]);
                     data = &data[i + 1..];
@@ -361,6 +363,18 @@ mod tests {
                 }
                 other => panic!("chunk {chunk}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn records_end_at_a_nul_as_well() {
+        let data = frame("noise\0csm:N done 0\0a\nb\0\0csm:N end\0");
+        let mut r = FrameReader::new(N, 64, false);
+        r.push(&data);
+        assert!(r.ended());
+        match r.finish().unwrap() {
+            Some(Report::Done { secret, .. }) => assert_eq!(secret.expose_secret(), b"a\nb"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -269,7 +269,7 @@ fn secs(d: Duration) -> String {
 }
 
 /// Local mode: the channel is the socket at fds `__csm_a` and `__csm_b`.
-const LOCAL_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\ncsm:%s cd\n' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
+const LOCAL_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
 __csm_write() {
   # Only while both copies are still the one socket: a script that moved its descriptors
   # (`exec 77>/tmp/x`) must not receive the secret.
@@ -310,7 +310,7 @@ const RELAY: &str = r#"__csm_relay() {
   fi
   kill -KILL -- "-$pg"
   (( s > 128 )) && __csm_sweep "$pg" "$sid" "$__csm_m"
-  builtin printf '\ncsm:%s end\n' "$__csm_n" >&"$__csm_ch"
+  builtin printf '\0csm:%s end\0' "$__csm_n" >&"$__csm_ch"
   exec {__csm_ch}>&-
   (( s > 128 )) || __csm_sweep "$pg" "$sid" "$__csm_m"
   rm -rf -- "$__csm_tmp"
@@ -323,14 +323,14 @@ const SWEEP_FN: &str = r#"__csm_sweep() { [[ -r /proc/self/stat ]] || return 0; 
 
 /// SSH mode, after the relay's functions: `commandPath`, the private temporary directory,
 /// the relay, and the script's stdout moved to the log stream.
-const SSH_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\ncsm:%s cd\n' "$__csm_n"; builtin exit 1; }
+const SSH_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n"; builtin exit 1; }
 __csm_tmp=
 for __csm_b in "${XDG_RUNTIME_DIR-}" /dev/shm "${TMPDIR-}" /tmp; do
   if [[ $__csm_b == /* && -d $__csm_b && -w $__csm_b ]] && mkdir -m 700 -- "$__csm_b/csm.$__csm_m" 2>/dev/null; then
     __csm_tmp=$__csm_b/csm.$__csm_m; break
   fi
 done
-[[ $__csm_tmp ]] || { builtin printf '\ncsm:%s tmp\n' "$__csm_n"; builtin exit 1; }
+[[ $__csm_tmp ]] || { builtin printf '\0csm:%s tmp\0' "$__csm_n"; builtin exit 1; }
 export TMPDIR=$__csm_tmp CSM_AGENT_TASK=$__csm_m
 exec {__csm_ch}>&1
 set -m; coproc __csm_r { __csm_relay; }; set +m
@@ -360,9 +360,9 @@ __csm_ut= __csm_sent=
 __csm_rcf() { return "$1"; }
 __csm_frame() {
   if [[ ${secret+x} ]]; then
-    builtin printf '\ncsm:%s done %s\n%s\0' "$__csm_n" "$1" "$secret"
+    builtin printf '\0csm:%s done %s\0%s\0' "$__csm_n" "$1" "$secret"
   else
-    builtin printf '\ncsm:%s unset %s\n' "$__csm_n" "$1"
+    builtin printf '\0csm:%s unset %s\0' "$__csm_n" "$1"
   fi
 }
 __csm_report() {
