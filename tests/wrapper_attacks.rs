@@ -406,7 +406,7 @@ fn descriptors_the_agent_inherited_do_not_reach_the_script() {
     assert!(!seen.contains("private-canary"), "{seen}");
     // bash holds stdin, stdout, stderr, the two channel copies, and the pipe of the `$(…)`.
     let fds: Vec<i32> = seen
-        .trim_end_matches(|c| c == ']' || c == ' ')
+        .trim_end_matches([']', ' '])
         .rsplit('[')
         .next()
         .unwrap()

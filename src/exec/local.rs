@@ -162,12 +162,14 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ExecError {
     move |source| ExecError::Io { what, source }
 }
 
-/// The spawned bash. Dropping it kills the whole process group and reaps bash, so a
-/// cancelled, dropped or panicking attempt leaves neither processes nor a zombie.
+/// The spawned bash. Dropping it kills the whole process group, reaps bash and sweeps the
+/// attempt's orphans ([`Tracked`]), so a cancelled, dropped or panicking attempt leaves
+/// neither processes nor a zombie.
 struct Child {
     pid: Pid,
     reaped: bool,
     sigchld: tokio::signal::unix::Signal,
+    tracked: Option<Tracked>,
 }
 
 impl Child {
@@ -206,19 +208,32 @@ impl Child {
     }
 }
 
+impl Child {
+    /// The attempt is over: kill the group, the cgroup, then the orphans. What is left to
+    /// reap is returned, for a blocking thread.
+    fn end(&mut self, cgroup: Option<&TaskCgroup>) -> Option<reap::Pending> {
+        self.signal_group(Signal::SIGKILL);
+        if let Some(cg) = cgroup {
+            cg.kill();
+        }
+        self.tracked.take().and_then(Tracked::finish)
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         self.signal_group(Signal::SIGKILL);
-        if self.reaped {
-            return;
+        if !self.reaped {
+            if let Ok(WaitStatus::StillAlive) = waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                // SIGKILLed, so this returns promptly; off the async threads all the same.
+                let pid = self.pid;
+                std::thread::spawn(move || {
+                    let _ = waitpid(pid, None);
+                });
+            }
         }
-        if let Ok(WaitStatus::StillAlive) = waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            // SIGKILLed, so this returns promptly; off the async threads all the same.
-            let pid = self.pid;
-            std::thread::spawn(move || {
-                let _ = waitpid(pid, None);
-            });
-        }
+        // The orphans, after the group (dropping an unfinished `Tracked` sweeps).
+        self.tracked.take();
     }
 }
 
@@ -287,6 +302,7 @@ fn spawn_bash(
         pid,
         reaped: false,
         sigchld,
+        tracked: Some(Tracked::register(pid, session.marker())),
     };
     drop((stdin_r, stdout_w, stderr_w, theirs));
     let pipes = Pipes {
@@ -317,12 +333,12 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
             .map_err(|e| tracing::warn!(error = %e, "cannot create a cgroup for the attempt"))
             .ok()
     });
+    // No sweep may run between the spawn and the registration (inside `spawn_bash`).
     let spawning = reap::spawning();
     let (mut child, pipes) = match spawn_bash(exec, &session, tmp.path()) {
         Ok(c) => c,
         Err(e) => return Attempt::failed(io("starting /bin/bash")(e)),
     };
-    let tracked = Tracked::register(child.pid, session.marker());
     drop(spawning);
     if let Some(cg) = &cgroup {
         // bash is blocked reading its script, which is not written yet: it has not forked.
@@ -386,14 +402,11 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
         ),
         End::Cancelled => (Err(ExecError::Cancelled), Exit::Unknown),
     };
-    // The group, then the cgroup, then the orphans; the directory goes last.
-    drop(child);
-    if let Some(cg) = &cgroup {
-        cg.kill();
-    }
-    if let Some(pending) = tracked.finish() {
+    // The group, the cgroup, the orphans; the directory goes last.
+    if let Some(pending) = child.end(cgroup.as_ref()) {
         let _ = tokio::task::spawn_blocking(move || pending.complete()).await;
     }
+    drop(child);
     drop(cgroup);
     drop(tmp);
     Attempt {

@@ -111,18 +111,25 @@ fn random_hex(bytes: usize) -> String {
 }
 
 impl Session {
-    /// A fresh session: a 128-bit nonce, a 64-bit marker and two distinct channel fds.
+    /// A fresh session: a 128-bit nonce, a 64-bit marker and two distinct channel fds
+    /// (in 64..=250, or lower if the descriptor limit is).
     pub fn new() -> Session {
         let mut r = [0u8; 2];
         getrandom::fill(&mut r).expect("the OS random source failed");
-        let span = (CHANNEL_FDS.1 - CHANNEL_FDS.0 + 1) as u16;
-        let a = CHANNEL_FDS.0 + (u16::from_le_bytes(r) % span) as i32;
-        // The second is the first's neighbour, wrapping within the range.
-        let b = if a == CHANNEL_FDS.1 {
-            CHANNEL_FDS.0
-        } else {
-            a + 1
+        // Below the descriptor limit, or the spawn's dup2 would fail.
+        let mut rl = nix::libc::rlimit {
+            rlim_cur: 1024,
+            rlim_max: 1024,
         };
+        // SAFETY: a valid resource and a live rlimit to fill.
+        unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut rl) };
+        let limit = rl.rlim_cur.min(1024) as i32;
+        let hi = CHANNEL_FDS.1.min(limit - 1).max(5);
+        let lo = CHANNEL_FDS.0.min(hi - 1);
+        let span = (hi - lo + 1) as u16;
+        let a = lo + (u16::from_le_bytes(r) % span) as i32;
+        // The second is the first's neighbour, wrapping within the range.
+        let b = if a == hi { lo } else { a + 1 };
         Session {
             nonce: random_hex(16),
             marker: random_hex(8),

@@ -489,6 +489,8 @@ pub struct ChannelRun {
     pub started: bool,
     /// Whether the connection is still fit for the pool.
     pub healthy: bool,
+    /// Whether the remote attempt's full clean-up was already sent over a second channel.
+    pub swept: bool,
 }
 
 /// Why a channel run did not end by itself.
@@ -529,6 +531,7 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
         interrupted: None,
         started: false,
         healthy: true,
+        swept: false,
     };
     let broken = |out: &mut ChannelRun, e: NbError| {
         out.healthy = false;
@@ -575,7 +578,7 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
     // temporary directory. Without that report (the script killed the relay, or the run
     // was cut short) the executor does the same over a second channel before the task
     // returns: nothing the script started outlives it.
-    if !out.frames.ended() {
+    if !out.frames.ended() && !out.swept {
         remote_kill(sess, fd, out.frames.pgid(), spec.session.marker(), true);
     }
     out
@@ -655,15 +658,17 @@ fn drive(
             match step {
                 Step::Term => {
                     out.interrupted = Some(RunInterrupt::Timeout);
-                    remote_kill(sess, fd, out.frames.pgid(), marker, false);
+                    let _ = remote_kill(sess, fd, out.frames.pgid(), marker, false);
                 }
-                Step::Kill => remote_kill(sess, fd, out.frames.pgid(), marker, true),
+                Step::Kill => {
+                    out.swept = remote_kill(sess, fd, out.frames.pgid(), marker, true);
+                }
                 Step::GiveUp => {
                     out.healthy = false;
                     return;
                 }
                 Step::StopDraining => {
-                    remote_kill(sess, fd, out.frames.pgid(), marker, true);
+                    out.swept = remote_kill(sess, fd, out.frames.pgid(), marker, true);
                     out.healthy = false;
                     return;
                 }
@@ -685,7 +690,7 @@ fn drive(
                 // deadline.
                 let limit = Instant::now() + spec.limits.grace;
                 let pgid = await_pgid(sess, ch, fd, out, &mut buf, limit);
-                remote_kill(sess, fd, pgid, marker, true);
+                out.swept = remote_kill(sess, fd, pgid, marker, true);
                 out.interrupted = Some(RunInterrupt::Cancelled);
                 out.healthy = false;
                 return;
@@ -792,23 +797,32 @@ fn signal_number(name: &str) -> i32 {
 /// (`kill`) SIGKILL to the group, its session and its marked processes, and removal of its
 /// temporary directory ([`wrapper::remote_signal_command`]). Best effort and bounded: the
 /// remote relay is the backstop when the connection is gone. Only the group the bootstrap
-/// reported (never one the script wrote) is targeted, and never one below 2.
-fn remote_kill(sess: &Session, fd: BorrowedFd<'_>, pgid: Option<i32>, marker: &str, kill: bool) {
+/// reported (never one the script wrote) is targeted, and never one below 2. Returns whether
+/// the command ran.
+fn remote_kill(
+    sess: &Session,
+    fd: BorrowedFd<'_>,
+    pgid: Option<i32>,
+    marker: &str,
+    kill: bool,
+) -> bool {
     let Some(pgid) = pgid.filter(|&p| p > 1) else {
-        return;
+        return false;
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     // No wake fd: a cancellation must not interrupt the kill it asked for.
     let never = None;
     let mut ch = match nb(sess, fd, never, deadline, || sess.channel_session()) {
         Ok(c) => c,
-        Err(_) => return,
+        Err(_) => return false,
     };
     let cmd = wrapper::remote_signal_command(pgid, marker, kill);
-    if nb(sess, fd, never, deadline, || ch.exec(&cmd)).is_ok() {
+    let ran = nb(sess, fd, never, deadline, || ch.exec(&cmd)).is_ok();
+    if ran {
         let _ = nb(sess, fd, never, deadline, || ch.send_eof());
         let _ = nb(sess, fd, never, deadline, || ch.wait_eof());
         let _ = nb(sess, fd, never, deadline, || ch.close());
     }
-    tracing::debug!(pgid, kill, "signalled the remote attempt");
+    tracing::debug!(pgid, kill, ran, "signalled the remote attempt");
+    ran
 }
