@@ -1,6 +1,6 @@
 //! The local executor: runs the wrapped script under `/bin/bash` on this host.
 //!
-//! Each attempt is one bash process leading a session and process group of its own,
+//! Each attempt is one bash process leading a process group of its own,
 //! started with `posix_spawn` ([`super::spawn`]) with nothing but stdin, stdout, stderr and
 //! the result channel ([`super::channel`]) open. The script arrives on stdin (never argv).
 //! stdout and stderr are drained concurrently into masked, capped captures; the channel is

@@ -11,24 +11,26 @@
 //!
 //! 1. by the attempt marker in its environment (`CSM_AGENT_TASK`, which every process the
 //!    script starts inherits unless it clears its environment);
-//! 2. else by its session or process group: bash leads a new session, so every process the
-//!    script starts carries bash's pid as its session id unless it calls `setsid`;
+//! 2. else by its process group: bash leads a new one, so every process the script starts
+//!    carries bash's pid as its group unless it moves (`setsid`, `set -m`);
 //! 3. else by when it started: the attempts that were running at that moment could own it.
 //!
 //! An orphan owned by a running attempt is left alone (a daemon a script starts for its own
 //! use, such as `ssh-agent`, lives until *its* attempt ends). One owned by a finished attempt
 //! is SIGKILLed and reaped. One that rule 3 cannot pin on a single attempt is killed once no
 //! attempt that was running when it started is still running. Rule 3 never touches a process
-//! that started while no attempt ran, or one in the agent's own session: those are the
-//! agent's own children (a host program that starts setsid'd children of its own while
-//! scripts run should not also run the local executor). Zombies attributable to an attempt
-//! are reaped; nothing else is ever waited for, so other code's children keep their status.
+//! that started while no attempt ran, or one in the agent's own process group: those are the
+//! host program's own children (a host program that starts children in process groups of
+//! their own while scripts run should not also run the local executor). Zombies attributable
+//! to an attempt are reaped; nothing else is ever waited for, so other code's children keep
+//! their status.
 //!
-//! What remains out of reach here: a process that double-forks *and* clears its environment
-//! *and* calls setsid lives until no attempt that overlapped its start is running (a per-task
-//! cgroup, where the agent has one, closes that gap: see [`super::cgroup`]); processes of
-//! other users (a setuid program's children) cannot be signalled at all; and if the agent
-//! cannot become a subreaper, orphans go to init and only the process group is killed.
+//! What remains out of reach here: a process that is orphaned *and* clears its environment
+//! *and* leaves bash's process group lives until no attempt that overlapped its start is
+//! running (a per-task cgroup, where the agent has one, closes that gap: see
+//! [`super::cgroup`]); processes of other users (a setuid program's children) cannot be
+//! signalled at all; and if the agent cannot become a subreaper, orphans go to init and only
+//! the process group is killed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, Once, RwLock, RwLockReadGuard};
@@ -48,8 +50,8 @@ const ROUNDS: usize = 16;
 static SUBREAPER: Once = Once::new();
 
 /// Held (shared) from before an attempt's bash is spawned until it is registered, and
-/// (exclusive) by every sweep: between `posix_spawn`'s `setsid` and its `exec`, a new bash
-/// is a child in a session of its own with no marker, and a sweep must never meet one.
+/// (exclusive) by every sweep: between `posix_spawn`'s `setpgid` and its `exec`, a new bash
+/// is a child in a process group of its own with no marker, and a sweep must never meet one.
 static SPAWNING: RwLock<()> = RwLock::new(());
 
 /// Hold while spawning an attempt's bash and registering it.
@@ -185,7 +187,6 @@ impl Pending {
 struct Stat {
     state: u8,
     pgid: i32,
-    sid: i32,
     start: u64,
 }
 
@@ -197,7 +198,6 @@ fn stat(pid: i32) -> Option<Stat> {
     Some(Stat {
         state: *f.first()?.as_bytes().first()?,
         pgid: f.get(2)?.parse().ok()?,
-        sid: f.get(3)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
     })
 }
@@ -246,7 +246,7 @@ fn now_ticks() -> u64 {
 enum Owner {
     Running,
     Finished,
-    /// Started while no attempt ran, or in the agent's own session: not ours.
+    /// Started while no attempt ran, or in the agent's own process group: not ours.
     Foreign,
 }
 
@@ -259,7 +259,6 @@ fn sweep() -> Vec<i32> {
     if kids.is_empty() {
         return killed;
     }
-    let me_sid = nix::unistd::getsid(None).map(Pid::as_raw).unwrap_or(-1);
     let me_pgid = nix::unistd::getpgrp().as_raw();
     with_registry(|r| {
         for pid in kids {
@@ -268,7 +267,7 @@ fn sweep() -> Vec<i32> {
             }
             let Some(st) = stat(pid) else { continue };
             let zombie = st.state == b'Z' || st.state == b'X';
-            let owner = attribute(r, pid, &st, zombie, me_sid, me_pgid);
+            let owner = attribute(r, pid, &st, zombie, me_pgid);
             match (owner, zombie) {
                 (Owner::Foreign, _) => {}
                 (_, true) => {
@@ -289,7 +288,7 @@ fn sweep() -> Vec<i32> {
     killed
 }
 
-fn attribute(r: &Registry, pid: i32, st: &Stat, zombie: bool, me_sid: i32, me_pgid: i32) -> Owner {
+fn attribute(r: &Registry, pid: i32, st: &Stat, zombie: bool, me_pgid: i32) -> Owner {
     let state = |e: &Entry| {
         if e.end.is_none() {
             Owner::Running
@@ -307,12 +306,10 @@ fn attribute(r: &Registry, pid: i32, st: &Stat, zombie: bool, me_sid: i32, me_pg
                 .map_or(Owner::Finished, state);
         }
     }
-    for id in [st.sid, st.pgid] {
-        if let Some(e) = r.by_pid.get(&id) {
-            return state(e);
-        }
+    if let Some(e) = r.by_pid.get(&st.pgid) {
+        return state(e);
     }
-    if st.sid == me_sid || st.pgid == me_pgid {
+    if st.pgid == me_pgid {
         return Owner::Foreign;
     }
     let mut owners = r

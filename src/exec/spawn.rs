@@ -1,12 +1,12 @@
 //! Starting local bash with `posix_spawn` (no `fork` of the agent: cheaper, and no code of
-//! ours runs between fork and exec), through libc directly for the two things `nix` does not
-//! offer: `posix_spawn_file_actions_addclosefrom_np` and `POSIX_SPAWN_SETSID`.
+//! ours runs between fork and exec), through libc directly for what `nix` does not offer:
+//! `posix_spawn_file_actions_addclosefrom_np`.
 //!
 //! The child gets exactly: stdin, stdout and stderr, and the result channel at the two
 //! descriptors the wrapper names. Everything else is closed in the child, including any
 //! descriptor the agent itself inherited without close-on-exec (a file its parent left open
-//! at fd 9 must not reach a script). The child leads a new session and process group, has
-//! an empty signal mask, and the signals the agent may have changed back at their defaults.
+//! at fd 9 must not reach a script). The child leads a new process group, has an empty
+//! signal mask, and the signals the agent may have changed back at their defaults.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -107,12 +107,15 @@ pub(crate) fn spawn(
         check(libc::posix_spawnattr_init(&mut attr))?;
         let mut attr = Attr(attr);
         let at = &mut attr.0;
-        // A new session (and so a new process group led by bash): every process the script
-        // starts carries bash's pid as its session id unless it calls setsid itself.
-        let flags = libc::POSIX_SPAWN_SETSID
-            | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
-            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
+        // A new process group led by bash: every process the script starts carries bash's
+        // pid as its group unless it moves. Not a new session: with autogroup scheduling
+        // (the Linux default) every session is a scheduling group of its own, and creating
+        // one per attempt doubled the local per-task latency on a busy machine.
+        let flags = (libc::POSIX_SPAWN_SETPGROUP
+            | libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
         check(libc::posix_spawnattr_setflags(at, flags))?;
+        check(libc::posix_spawnattr_setpgroup(at, 0))?;
         let mut empty = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut empty);
         check(libc::posix_spawnattr_setsigmask(at, &empty))?;
