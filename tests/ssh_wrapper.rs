@@ -331,18 +331,21 @@ async fn escapees_die_with_a_timed_out_task() {
     }
 }
 
-/// The script kills its relay and its own shell (or closes every descriptor it has) after
-/// starting an escapee: the relay cannot clean up, so the agent does, before it returns.
+/// The script kills its relay and its own shell, closes every descriptor it has, or `exec`s
+/// a program that outlives the deadline, after starting an escapee: no result can come, and
+/// by the time the task returns nothing the script started is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_that_kills_its_relay_and_shell_leaves_nothing_running() {
     let sshd = Sshd::start();
     let exec = executor(&sshd);
-    for (label, end) in [
-        ("kill", "kill -9 \"$__csm_rp\" $$"),
+    for (label, end, kind) in [
+        ("kill", "kill -9 \"$__csm_rp\" $$", ErrorKind::ScriptFailed),
         (
             "close",
             "for fd in /proc/$$/fd/*; do eval \"exec ${fd##*/}>&-\"; done\nsleep 1000",
+            ErrorKind::Timeout,
         ),
+        ("exec", "exec sleep 1000", ErrorKind::Timeout),
     ] {
         let m = marker(label);
         let script = format!(
@@ -350,12 +353,12 @@ async fn a_script_that_kills_its_relay_and_shell_leaves_nothing_running() {
              until pgrep -f {m} >/dev/null; do :; done\nsecret=x\n{end}"
         );
         let t0 = Instant::now();
-        let o = run(&exec, &job(&script)).await;
-        assert!(
-            matches!(o.result, Err(ExecError::NoReport { .. })),
-            "{label}: {:?}",
-            o.result
-        );
+        let o = run(&exec, &job_in(&script, "/tmp", Duration::from_secs(3))).await;
+        let e = o.result.as_ref().unwrap_err();
+        assert_eq!(e.kind(), kind, "{label}: {e}");
+        if kind == ErrorKind::ScriptFailed {
+            assert!(matches!(e, ExecError::NoReport { .. }), "{label}: {e}");
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(15),
             "{label}: {:?}",

@@ -294,10 +294,11 @@ const RELAY: &str = r#"__csm_relay() {
   # Ready: the main shell waits for this line, so its later check of /proc/RELAY/fd/0
   # cannot run before bash has put the pipe there.
   builtin printf 'r\n'
-  exec 2>/dev/null 1>&-
+  # A second read end of that pipe, which nobody writes to again: `read -t` on it sleeps.
+  local l s z= pg=$$ sid=-1
+  exec 2>/dev/null {z}<"/proc/$BASHPID/fd/1" || z=
   # The main shell's group, and its session if it leads one (sshd makes it do so); a
   # session it does not lead is someone else's and never swept.
-  local l s pg=$$ sid=-1
   if read -r l <"/proc/$$/stat"; then l=${l##*) }; set -- $l; [[ $4 == "$$" ]] && sid=$$; fi
   # Until the main shell is gone (EOF), hands over a frame (`F`), or the deadline passes;
   # anything else the script writes to this pipe is ignored.
@@ -308,6 +309,13 @@ const RELAY: &str = r#"__csm_relay() {
     printf -v l '%d.%06d' $(( (end - now) / 1000000 )) $(( (end - now) % 1000000 ))
     IFS= read -r -t "$l" l; s=$?
     (( s == 0 )) && [[ $l != F ]] || break
+  done
+  # EOF while the main shell lives: it `exec`ed another program, which cannot report but may
+  # run on, as it always could, until it ends or the deadline.
+  while (( s == 1 )) && kill -0 "$$"; do
+    now=${EPOCHREALTIME//[!0-9]/}
+    if (( now >= end )); then s=142; break; fi
+    if [[ $z ]]; then read -r -t 0.05 -u "$z" l; else sleep 0.05; fi
   done
   if (( s > 128 )); then
     kill -TERM -- "-$pg"
