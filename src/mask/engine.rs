@@ -1,0 +1,750 @@
+//! The matching engine: finds every occurrence of every form in a stream, in time linear
+//! in the stream and memory linear in the forms, however long they are.
+//!
+//! Two channels, each with its own set of forms (see `forms`):
+//! - **raw** sees the output as written;
+//! - **base64** sees it with line breaks removed: the first [`MAX_BREAK_RUN`] bytes of a run
+//!   of `\r`/`\n` vanish (so base64 wrapped at any width, with `\n` or `\r\n`, reads as
+//!   one line), and each further one reads as `\n` (which no base64 form contains, and
+//!   which keeps the output an occurrence spans below 4 × its channel length). Occurrences
+//!   found there are mapped back to output offsets, line breaks inside them included.
+//!
+//! In each channel:
+//! - a form of at most [`ANCHOR`] bytes is a pattern in an Aho-Corasick automaton (a
+//!   contiguous NFA, stepped a byte at a time so that streaming needs no look-ahead);
+//! - a longer form contributes only its first [`ANCHOR`] bytes (its anchor) to the
+//!   automaton, plus its length and a polynomial hash (mod 2^61 − 1, random base). Each
+//!   occurrence of the anchor makes a candidate; when the stream reaches the candidate's end
+//!   the hash of the text in between, from prefix hashes of the stream, decides. Equal text
+//!   always has an equal hash, so no occurrence is missed; a collision (probability about
+//!   length / 2^61) would only mask text that is not a value.
+//!
+//! Candidates of one form are kept as runs: overlapping anchor occurrences closer than half
+//! an anchor are a repetition of the anchor's period, so a run (start, count) with the
+//! period's hash stands for all of them. Live candidates therefore take O(held bytes /
+//! [`ANCHOR`]) memory per form, even for a stream of one repeated character.
+//!
+//! No form is stored whole once built: building costs one form's size at a time on top of
+//! the value, and the engine keeps O([`ANCHOR`]) bytes per form.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::OnceLock;
+
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{Anchored, MatchKind};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::forms::Channel;
+use super::Pattern;
+
+/// Forms up to this long are matched whole by the automaton; longer ones by their first
+/// `ANCHOR` bytes and a hash.
+pub(super) const ANCHOR: usize = 32;
+
+/// The longest run of `\r`/`\n` bytes the base64 channel skips; a longer one breaks a match.
+pub(super) const MAX_BREAK_RUN: usize = 3;
+
+/// How many bytes are scanned before candidates are checked and output finalised, so that
+/// per-piece work (and the prefix hashes kept for it) stays small whatever the chunk size.
+pub(super) const STEP: usize = 1024;
+
+// ---------------------------------------------------------------------------------------
+// Hashing mod 2^61 − 1
+// ---------------------------------------------------------------------------------------
+
+const P: u64 = (1 << 61) - 1;
+
+#[inline]
+fn reduce(x: u64) -> u64 {
+    let r = (x & P) + (x >> 61);
+    if r >= P {
+        r - P
+    } else {
+        r
+    }
+}
+
+#[inline]
+fn mulmod(a: u64, b: u64) -> u64 {
+    let x = u128::from(a) * u128::from(b);
+    reduce((x as u64 & P) + (x >> 61) as u64)
+}
+
+#[inline]
+fn addmod(a: u64, b: u64) -> u64 {
+    let s = a + b;
+    if s >= P {
+        s - P
+    } else {
+        s
+    }
+}
+
+#[inline]
+fn submod(a: u64, b: u64) -> u64 {
+    if a >= b {
+        a - b
+    } else {
+        a + P - b
+    }
+}
+
+/// Polynomial hashing with one random base per process: h(s) = Σ s[i]·B^(len−1−i).
+struct Hasher {
+    base: u64,
+    base8: u64,
+    /// `table[k][x]` = x·B^k, so that eight bytes cost one multiplication.
+    table: Box<[[u64; 256]; 8]>,
+}
+
+impl Hasher {
+    fn new(base: u64) -> Hasher {
+        let mut table = Box::new([[0u64; 256]; 8]);
+        let mut pow = 1;
+        for row in table.iter_mut() {
+            for (x, slot) in row.iter_mut().enumerate() {
+                *slot = mulmod(x as u64, pow);
+            }
+            pow = mulmod(pow, base);
+        }
+        Hasher {
+            base,
+            base8: pow,
+            table,
+        }
+    }
+
+    /// The hash of (the text hashed to `h`) followed by `bytes`.
+    fn extend(&self, mut h: u64, bytes: &[u8]) -> u64 {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            // Eight values below P sum to less than 2^64.
+            let mut s = 0u64;
+            for (k, &x) in c.iter().enumerate() {
+                s += self.table[7 - k][usize::from(x)];
+            }
+            h = addmod(mulmod(h, self.base8), reduce(s));
+        }
+        for &x in chunks.remainder() {
+            h = addmod(mulmod(h, self.base), u64::from(x));
+        }
+        h
+    }
+
+    fn pow(&self, mut n: u64) -> u64 {
+        let (mut acc, mut b) = (1, self.base);
+        while n > 0 {
+            if n & 1 == 1 {
+                acc = mulmod(acc, b);
+            }
+            b = mulmod(b, b);
+            n >>= 1;
+        }
+        acc
+    }
+}
+
+fn hasher() -> &'static Hasher {
+    static HASHER: OnceLock<Hasher> = OnceLock::new();
+    HASHER.get_or_init(|| {
+        // A base unknown to whoever writes the output makes collisions unplannable; they
+        // could only cause over-masking anyway.
+        let seed = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Hasher::new(256 + seed % (P - 512))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The built engine
+// ---------------------------------------------------------------------------------------
+
+/// A form longer than [`ANCHOR`]: everything needed to confirm a candidate.
+struct LongForm {
+    len: u64,
+    hash: u64,
+    /// B^len.
+    pow_len: u64,
+    /// Smallest period of the anchor if at most half of it, else 0 (runs stay single).
+    period: u64,
+    /// B^period and the hash of the anchor's first `period` bytes.
+    pow_period: u64,
+    period_hash: u64,
+}
+
+impl Drop for LongForm {
+    // The hashes are derived from secrets.
+    fn drop(&mut self) {
+        self.hash.zeroize();
+        self.period_hash.zeroize();
+    }
+}
+
+/// One channel's automaton and long forms.
+struct Chan {
+    ac: NFA,
+    /// Longest automaton pattern.
+    ac_max: usize,
+    /// The automaton's patterns by id (forms and anchors, at most [`ANCHOR`] bytes each),
+    /// for the exact partial-match check of a cut log.
+    pats: Vec<Pattern>,
+    /// Per pattern id: its length if it is a form itself, else 0.
+    short_len: Vec<u32>,
+    /// Per pattern id: the range of `anchor_forms` whose anchor it is.
+    anchored: Vec<(u32, u32)>,
+    anchor_forms: Vec<u32>,
+    long: Vec<LongForm>,
+    /// Longest form.
+    max_len: usize,
+}
+
+/// Every form of every value, ready to match. Immutable and `Send + Sync`.
+pub(super) struct Engine {
+    chans: [Option<Chan>; 2],
+    forms: usize,
+}
+
+/// The automaton could not be built (too many patterns): nothing can be masked.
+#[derive(Debug)]
+pub(super) struct TooManyPatterns;
+
+/// A pattern as a map key, wiped on drop.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Key(Vec<u8>);
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+#[derive(Default)]
+struct ChanBuilder {
+    /// Automaton patterns: whether each is a form itself, and the long forms it anchors.
+    pats: BTreeMap<Key, (bool, Vec<u32>)>,
+    long: Vec<LongForm>,
+    seen_long: HashSet<(u64, u64)>,
+    max_len: usize,
+}
+
+impl ChanBuilder {
+    fn add(&mut self, hs: &Hasher, form: &[u8]) {
+        self.max_len = self.max_len.max(form.len());
+        if form.len() <= ANCHOR {
+            self.pats.entry(Key(form.to_vec())).or_default().0 = true;
+            return;
+        }
+        let len = form.len() as u64;
+        let hash = hs.extend(0, form);
+        if !self.seen_long.insert((len, hash)) {
+            // The same form (or a collision, which would match the same text anyway).
+            return;
+        }
+        let anchor = &form[..ANCHOR];
+        let p = smallest_period(anchor);
+        let period = if p <= ANCHOR / 2 { p } else { 0 };
+        let id = self.long.len() as u32;
+        self.long.push(LongForm {
+            len,
+            hash,
+            pow_len: hs.pow(len),
+            period: period as u64,
+            pow_period: hs.pow(period as u64),
+            period_hash: hs.extend(0, &anchor[..period]),
+        });
+        self.pats
+            .entry(Key(anchor.to_vec()))
+            .or_default()
+            .1
+            .push(id);
+    }
+
+    fn build(self) -> Result<Option<Chan>, TooManyPatterns> {
+        if self.pats.is_empty() {
+            return Ok(None);
+        }
+        let mut pats = Vec::with_capacity(self.pats.len());
+        let mut short_len = Vec::with_capacity(self.pats.len());
+        let mut anchored = Vec::with_capacity(self.pats.len());
+        let mut anchor_forms = Vec::new();
+        for (mut key, (short, forms)) in self.pats {
+            short_len.push(if short { key.0.len() as u32 } else { 0 });
+            let from = anchor_forms.len() as u32;
+            anchor_forms.extend(forms);
+            anchored.push((from, anchor_forms.len() as u32));
+            pats.push(Zeroizing::new(std::mem::take(&mut key.0)));
+        }
+        let ac = NFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(pats.iter().map(|p| p.as_slice()))
+            .map_err(|_| TooManyPatterns)?;
+        let ac_max = pats.iter().map(|p| p.len()).max().unwrap_or(0);
+        Ok(Some(Chan {
+            ac,
+            ac_max,
+            pats,
+            short_len,
+            anchored,
+            anchor_forms,
+            long: self.long,
+            max_len: self.max_len,
+        }))
+    }
+}
+
+/// Smallest period of `s` (non-empty): the least p with s[i] = s[i + p] throughout.
+fn smallest_period(s: &[u8]) -> usize {
+    // Knuth–Morris–Pratt failure function: the longest proper border of s.
+    let mut fail = vec![0usize; s.len()];
+    let mut k = 0;
+    for i in 1..s.len() {
+        while k > 0 && s[i] != s[k] {
+            k = fail[k - 1];
+        }
+        if s[i] == s[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    s.len() - fail[s.len() - 1]
+}
+
+impl Engine {
+    /// Build from the forms `gen` hands over, one at a time.
+    pub(super) fn build(
+        gen: impl FnOnce(&mut dyn FnMut(Channel, Pattern)),
+    ) -> Result<Engine, TooManyPatterns> {
+        let hs = hasher();
+        let mut chans: [ChanBuilder; 2] = Default::default();
+        gen(&mut |ch, form| chans[ch as usize].add(hs, &form));
+        let forms = chans
+            .iter()
+            .map(|c| c.pats.values().filter(|p| p.0).count() + c.long.len())
+            .sum();
+        let [raw, b64] = chans;
+        Ok(Engine {
+            chans: [raw.build()?, b64.build()?],
+            forms,
+        })
+    }
+
+    /// Number of distinct forms.
+    pub(super) fn form_count(&self) -> usize {
+        self.forms
+    }
+
+    /// The most output bytes one occurrence can span: a base64 form's line breaks count.
+    pub(super) fn max_span(&self) -> usize {
+        let raw = self.chans[0].as_ref().map_or(0, |c| c.max_len);
+        let b64 = self.chans[1]
+            .as_ref()
+            .map_or(0, |c| c.max_len * (MAX_BREAK_RUN + 1));
+        raw.max(b64)
+    }
+
+    /// Approximate heap bytes held.
+    pub(super) fn memory_usage(&self) -> usize {
+        self.chans
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.ac.memory_usage()
+                    + c.pats.iter().map(|p| p.len() + 24).sum::<usize>()
+                    + c.long.len() * std::mem::size_of::<LongForm>()
+                    + c.anchored.len() * 12
+                    + c.anchor_forms.len() * 4
+            })
+            .sum()
+    }
+
+    /// How many bytes at the end of `text` could begin an occurrence still in progress:
+    /// the longest suffix that is a proper prefix of a form up to [`ANCHOR`] bytes or of an
+    /// anchor, or else the start of the earliest anchor occurrence whose form would end
+    /// past the text. What a cut log must drop, so it never ends with the start of a value.
+    pub(super) fn live_tail(&self, text: &[u8]) -> usize {
+        let mut sc = Scanner::new(self);
+        let mut spans = Vec::new();
+        for piece in text.chunks(STEP) {
+            sc.scan(self, piece, &mut spans);
+            spans.clear();
+        }
+        let len = text.len() as u64;
+        let mut from = sc.live_candidates_from(self);
+        if let Some(ch) = &self.chans[0] {
+            from = from.min(len - partial_prefix_len(&ch.pats, text) as u64);
+        }
+        if let Some(ch) = &self.chans[1] {
+            let (tail, at) = base64_channel_tail(text, ANCHOR);
+            let k = partial_prefix_len(&ch.pats, &tail);
+            if k > 0 {
+                from = from.min(at[tail.len() - k]);
+            }
+        }
+        (len - from.min(len)) as usize
+    }
+}
+
+/// Longest suffix of `text` that is a proper prefix of one of `pats`.
+fn partial_prefix_len(pats: &[Pattern], text: &[u8]) -> usize {
+    let mut best = 0;
+    for p in pats {
+        let most = (p.len() - 1).min(text.len());
+        for k in (best + 1..=most).rev() {
+            if text.ends_with(&p[..k]) {
+                best = k;
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// The last (up to) `n` bytes of `text` as the base64 channel sees them, with the output
+/// offset of each.
+fn base64_channel_tail(text: &[u8], n: usize) -> (Zeroizing<Vec<u8>>, Vec<u64>) {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(n));
+    let mut at = Vec::with_capacity(n);
+    let mut i = text.len();
+    while i > 0 && bytes.len() < n {
+        if is_break(text[i - 1]) {
+            let end = i;
+            while i > 0 && is_break(text[i - 1]) {
+                i -= 1;
+            }
+            // Past the first MAX_BREAK_RUN, each break byte reaches the channel as `\n`.
+            for j in (i + MAX_BREAK_RUN..end).rev() {
+                if bytes.len() == n {
+                    break;
+                }
+                bytes.push(b'\n');
+                at.push(j as u64);
+            }
+        } else {
+            i -= 1;
+            bytes.push(text[i]);
+            at.push(i as u64);
+        }
+    }
+    bytes.reverse();
+    at.reverse();
+    (bytes, at)
+}
+
+#[inline]
+fn is_break(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+// ---------------------------------------------------------------------------------------
+// Scanning
+// ---------------------------------------------------------------------------------------
+
+/// Candidates of one long form at `start`, `start + period`, … (`count` of them); `h` is
+/// the stream's prefix hash at `start`.
+#[derive(Clone, Copy)]
+struct Run {
+    start: u64,
+    count: u64,
+    h: u64,
+}
+
+/// Scanning state for one channel; positions are in channel bytes.
+struct ChanScan {
+    sid: StateID,
+    pos: u64,
+    /// Prefix hash of the channel's bytes so far (only with long forms).
+    h: u64,
+    /// Prefix hashes at positions `dense_at ..= pos`: the current piece plus [`ANCHOR`]
+    /// before it, enough for every anchor start and every due candidate of the piece.
+    dense: Vec<u64>,
+    dense_at: u64,
+    /// Candidate runs per long form, and the forms that have any.
+    runs: Vec<VecDeque<Run>>,
+    active: Vec<u32>,
+}
+
+impl ChanScan {
+    fn new(ch: &Chan) -> ChanScan {
+        ChanScan {
+            // An unanchored start state always exists for an NFA built with defaults.
+            sid: ch.ac.start_state(Anchored::No).unwrap_or(StateID::ZERO),
+            pos: 0,
+            h: 0,
+            dense: if ch.long.is_empty() {
+                Vec::new()
+            } else {
+                vec![0]
+            },
+            dense_at: 0,
+            runs: (0..ch.long.len()).map(|_| VecDeque::new()).collect(),
+            active: Vec::new(),
+        }
+    }
+
+    /// Consume one byte; `found(start, end)` gets each short form ending here.
+    #[inline]
+    fn step(&mut self, ch: &Chan, hs: &Hasher, b: u8, found: &mut impl FnMut(u64, u64)) {
+        if !ch.long.is_empty() {
+            self.h = addmod(mulmod(self.h, hs.base), u64::from(b));
+            self.dense.push(self.h);
+        }
+        self.sid = ch.ac.next_state(Anchored::No, self.sid, b);
+        self.pos += 1;
+        if ch.ac.is_match(self.sid) {
+            self.matched(ch, found);
+        }
+    }
+
+    #[cold]
+    fn matched(&mut self, ch: &Chan, found: &mut impl FnMut(u64, u64)) {
+        let mut longest = 0;
+        for i in 0..ch.ac.match_len(self.sid) {
+            let pid = ch.ac.match_pattern(self.sid, i).as_usize();
+            longest = longest.max(ch.short_len[pid]);
+            let (a, b) = ch.anchored[pid];
+            for &f in &ch.anchor_forms[a as usize..b as usize] {
+                self.candidate(ch, f as usize, self.pos - ANCHOR as u64);
+            }
+        }
+        if longest > 0 {
+            found(self.pos - u64::from(longest), self.pos);
+        }
+    }
+
+    fn candidate(&mut self, ch: &Chan, f: usize, start: u64) {
+        let h = self.dense[(start - self.dense_at) as usize];
+        let period = ch.long[f].period;
+        let runs = &mut self.runs[f];
+        if let Some(r) = runs.back_mut() {
+            if period != 0 && start == r.start + r.count * period {
+                r.count += 1;
+                return;
+            }
+        }
+        if runs.is_empty() {
+            self.active.push(f as u32);
+        }
+        runs.push_back(Run { start, count: 1, h });
+    }
+
+    /// After a piece: decide every candidate whose end has been reached.
+    fn settle(&mut self, ch: &Chan, found: &mut impl FnMut(u64, u64)) {
+        let mut k = 0;
+        while k < self.active.len() {
+            let f = self.active[k] as usize;
+            let form = &ch.long[f];
+            let runs = &mut self.runs[f];
+            while let Some(r) = runs.front_mut() {
+                let due = r.start + form.len;
+                if due > self.pos {
+                    break;
+                }
+                let hd = self.dense[(due - self.dense_at) as usize];
+                if submod(hd, mulmod(r.h, form.pow_len)) == form.hash {
+                    found(r.start, due);
+                }
+                if r.count > 1 {
+                    r.h = addmod(mulmod(r.h, form.pow_period), form.period_hash);
+                    r.start += form.period;
+                    r.count -= 1;
+                } else {
+                    runs.pop_front();
+                }
+            }
+            if runs.is_empty() {
+                self.active.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+        let keep = (ANCHOR + 1).min(self.dense.len());
+        let drop = self.dense.len() - keep;
+        self.dense.drain(..drop);
+        self.dense_at += drop as u64;
+    }
+
+    /// Earliest channel position where a candidate is still undecided.
+    fn live_candidates_from(&self) -> u64 {
+        self.active
+            .iter()
+            .filter_map(|&f| self.runs[f as usize].front().map(|r| r.start))
+            .min()
+            .unwrap_or(self.pos)
+    }
+
+    /// Earliest channel position where an occurrence not yet reported may start.
+    fn live_from(&self, ch: &Chan) -> u64 {
+        let partial = self.pos.saturating_sub(ch.ac_max as u64 - 1);
+        partial.min(self.live_candidates_from())
+    }
+}
+
+/// Maps base64-channel positions to output offsets: `(pos, delta)` means channel bytes
+/// from `pos` on sit `delta` bytes further in the output (the line breaks skipped so far).
+#[derive(Default)]
+struct BreakMap {
+    entries: VecDeque<(u64, u64)>,
+    delta: u64,
+}
+
+impl BreakMap {
+    /// A byte was skipped before channel position `pos`.
+    fn skip(&mut self, pos: u64) {
+        self.delta += 1;
+        match self.entries.back_mut() {
+            Some((p, d)) if *p == pos => *d = self.delta,
+            _ => self.entries.push_back((pos, self.delta)),
+        }
+    }
+
+    /// Output offset of channel position `pos` (for the next byte: the output offset of
+    /// the next byte that reaches the channel, as far as known).
+    fn orig(&self, pos: u64) -> u64 {
+        let i = self.entries.partition_point(|e| e.0 <= pos);
+        if i == 0 {
+            pos
+        } else {
+            pos + self.entries[i - 1].1
+        }
+    }
+
+    /// Forget what no position from `pos` on needs.
+    fn prune(&mut self, pos: u64) {
+        while self.entries.len() >= 2 && self.entries[1].0 <= pos {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Scanning state for a stream: both channels, in output offsets.
+pub(super) struct Scanner {
+    chans: [Option<ChanScan>; 2],
+    map: BreakMap,
+    /// Length of the current run of `\r`/`\n` bytes.
+    break_run: usize,
+    consumed: u64,
+}
+
+impl Scanner {
+    pub(super) fn new(e: &Engine) -> Scanner {
+        Scanner {
+            chans: [
+                e.chans[0].as_ref().map(ChanScan::new),
+                e.chans[1].as_ref().map(ChanScan::new),
+            ],
+            map: BreakMap::default(),
+            break_run: 0,
+            consumed: 0,
+        }
+    }
+
+    /// Scan `piece` (at most [`STEP`] bytes for bounded work per call), then decide the
+    /// candidates it completes. Every occurrence that ended in it is pushed onto `spans`
+    /// as `[start, end)` output offsets, in no particular order.
+    pub(super) fn scan(&mut self, e: &Engine, piece: &[u8], spans: &mut Vec<(u64, u64)>) {
+        let hs = hasher();
+        self.consumed += piece.len() as u64;
+        if let (Some(ch), Some(st)) = (&e.chans[0], &mut self.chans[0]) {
+            let mut found = |s, e| spans.push((s, e));
+            for &b in piece {
+                st.step(ch, hs, b, &mut found);
+            }
+            st.settle(ch, &mut found);
+        }
+        if let (Some(ch), Some(st)) = (&e.chans[1], &mut self.chans[1]) {
+            let map = &mut self.map;
+            let break_run = &mut self.break_run;
+            for &b in piece {
+                let b = if is_break(b) {
+                    *break_run += 1;
+                    if *break_run <= MAX_BREAK_RUN {
+                        map.skip(st.pos);
+                        continue;
+                    }
+                    b'\n'
+                } else {
+                    *break_run = 0;
+                    b
+                };
+                let m = &*map;
+                st.step(ch, hs, b, &mut |s, e| {
+                    spans.push((m.orig(s), m.orig(e - 1) + 1));
+                });
+            }
+            let m = &self.map;
+            st.settle(ch, &mut |s, e| spans.push((m.orig(s), m.orig(e - 1) + 1)));
+            let keep = st.live_from(ch);
+            self.map.prune(keep);
+        }
+    }
+
+    /// Earliest output offset where an occurrence not yet reported may start: output
+    /// before it is final.
+    pub(super) fn live_from(&self, e: &Engine) -> u64 {
+        let mut from = self.consumed;
+        if let (Some(ch), Some(st)) = (&e.chans[0], &self.chans[0]) {
+            from = from.min(st.live_from(ch));
+        }
+        if let (Some(ch), Some(st)) = (&e.chans[1], &self.chans[1]) {
+            from = from.min(self.map.orig(st.live_from(ch)));
+        }
+        from
+    }
+
+    /// Earliest output offset of an undecided long-form candidate.
+    fn live_candidates_from(&self, _e: &Engine) -> u64 {
+        let mut from = self.consumed;
+        if let Some(st) = &self.chans[0] {
+            from = from.min(st.live_candidates_from());
+        }
+        if let Some(st) = &self.chans[1] {
+            from = from.min(self.map.orig(st.live_candidates_from()));
+        }
+        from
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_is_consistent() {
+        let hs = hasher();
+        let text: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
+        let mut prefix = vec![0u64];
+        for &b in &text {
+            let h = *prefix.last().unwrap();
+            prefix.push(addmod(mulmod(h, hs.base), u64::from(b)));
+        }
+        for s in 0..text.len() {
+            for e in s..=text.len() {
+                let direct = hs.extend(0, &text[s..e]);
+                let windowed = submod(prefix[e], mulmod(prefix[s], hs.pow((e - s) as u64)));
+                assert_eq!(direct, windowed, "{s}..{e}");
+            }
+        }
+        assert_eq!(
+            hs.extend(hs.extend(0, b"abc"), b"defghijklm"),
+            hs.extend(0, b"abcdefghijklm")
+        );
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(smallest_period(b"aaaa"), 1);
+        assert_eq!(smallest_period(b"abab"), 2);
+        assert_eq!(smallest_period(b"abaab"), 3);
+        assert_eq!(smallest_period(b"abcd"), 4);
+    }
+
+    #[test]
+    fn base64_channel_tail_skips_short_breaks() {
+        let (b, at) = base64_channel_tail(b"xYW\r\nJj\n\n\n\n\nZm", 7);
+        assert_eq!(b.as_slice(), b"WJj\n\nZm");
+        assert_eq!(at, vec![2, 5, 6, 10, 11, 12, 13]);
+        let (b, _) = base64_channel_tail(b"ab\ncd", 10);
+        assert_eq!(b.as_slice(), b"abcd");
+    }
+}
