@@ -31,12 +31,14 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 
 use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
 use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::{Anchored, MatchKind};
+use aho_corasick::{Anchored, MatchKind, StartKind};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::forms::Channel;
-use super::Pattern;
+use super::forms::{Channel, Gen};
+use super::stream::StreamState;
+use super::{Masker, Pattern};
 
 /// Forms up to this long are matched whole by the automaton; longer ones by their first
 /// `ANCHOR` bytes and a hash.
@@ -93,7 +95,8 @@ fn submod(a: u64, b: u64) -> u64 {
 /// Polynomial hashing with one random base per process: h(s) = Σ s[i]·B^(len−1−i).
 struct Hasher {
     base: u64,
-    base8: u64,
+    /// B^0 ..= B^8.
+    pows: [u64; 9],
     /// `table[k][x]` = x·B^k, so that eight bytes cost one multiplication.
     table: Box<[[u64; 256]; 8]>,
 }
@@ -101,33 +104,55 @@ struct Hasher {
 impl Hasher {
     fn new(base: u64) -> Hasher {
         let mut table = Box::new([[0u64; 256]; 8]);
-        let mut pow = 1;
-        for row in table.iter_mut() {
+        let mut pows = [1u64; 9];
+        for k in 1..9 {
+            pows[k] = mulmod(pows[k - 1], base);
+        }
+        for (row, &pow) in table.iter_mut().zip(&pows) {
             for (x, slot) in row.iter_mut().enumerate() {
                 *slot = mulmod(x as u64, pow);
             }
-            pow = mulmod(pow, base);
         }
-        Hasher {
-            base,
-            base8: pow,
-            table,
-        }
+        Hasher { base, pows, table }
     }
 
     /// The hash of (the text hashed to `h`) followed by `bytes`.
-    fn extend(&self, mut h: u64, bytes: &[u8]) -> u64 {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            // Eight values below P sum to less than 2^64.
+    fn extend(&self, h: u64, bytes: &[u8]) -> u64 {
+        if bytes.len() < 512 {
+            return self.extend_serial(h, bytes);
+        }
+        // Four independent chains over the four quarters hide the multiplication's
+        // latency; then h·B^(4q) + Σ lane_k·B^((3−k)q).
+        let q = bytes.len() / 4 / 8 * 8;
+        let mut lanes = [0u64; 4];
+        for i in (0..q).step_by(8) {
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let c = &bytes[k * q + i..k * q + i + 8];
+                let mut s = 0u64;
+                for (j, &x) in c.iter().enumerate() {
+                    s += self.table[7 - j][usize::from(x)];
+                }
+                *lane = addmod(mulmod(*lane, self.pows[8]), reduce(s));
+            }
+        }
+        let bq = self.pow(q as u64);
+        let mut h = h;
+        for lane in lanes {
+            h = addmod(mulmod(h, bq), lane);
+        }
+        self.extend_serial(h, &bytes[4 * q..])
+    }
+
+    fn extend_serial(&self, mut h: u64, bytes: &[u8]) -> u64 {
+        // Up to eight bytes per multiplication: h·B^n + Σ x_k·B^(n−1−k). Eight values
+        // below P sum to less than 2^64.
+        for c in bytes.chunks(8) {
+            let n = c.len();
             let mut s = 0u64;
             for (k, &x) in c.iter().enumerate() {
-                s += self.table[7 - k][usize::from(x)];
+                s += self.table[n - 1 - k][usize::from(x)];
             }
-            h = addmod(mulmod(h, self.base8), reduce(s));
-        }
-        for &x in chunks.remainder() {
-            h = addmod(mulmod(h, self.base), u64::from(x));
+            h = addmod(mulmod(h, self.pows[n]), reduce(s));
         }
         h
     }
@@ -180,9 +205,61 @@ impl Drop for LongForm {
     }
 }
 
+/// Automata with at most this many pattern bytes are built as a DFA (one table lookup per
+/// byte, a table of up to states × 256 entries); larger ones as a contiguous NFA.
+const DFA_MAX_PATTERN_BYTES: usize = 4096;
+
+/// An Aho-Corasick automaton with standard (all matches) semantics, unanchored.
+enum Ac {
+    Dfa(DFA),
+    Nfa(NFA),
+}
+
+impl Ac {
+    fn build(pats: &[Pattern]) -> Result<Ac, TooManyPatterns> {
+        let bytes: usize = pats.iter().map(|p| p.len()).sum();
+        let pats = pats.iter().map(|p| p.as_slice());
+        if bytes <= DFA_MAX_PATTERN_BYTES {
+            DFA::builder()
+                .match_kind(MatchKind::Standard)
+                .start_kind(StartKind::Unanchored)
+                .prefilter(false)
+                .build(pats)
+                .map(Ac::Dfa)
+                .map_err(|_| TooManyPatterns)
+        } else {
+            NFA::builder()
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .build(pats)
+                .map(Ac::Nfa)
+                .map_err(|_| TooManyPatterns)
+        }
+    }
+
+    fn memory_usage(&self) -> usize {
+        match self {
+            Ac::Dfa(a) => a.memory_usage(),
+            Ac::Nfa(a) => a.memory_usage(),
+        }
+    }
+
+    fn start(&self) -> StateID {
+        // An unanchored start state exists: both are built with one.
+        let s = match self {
+            Ac::Dfa(a) => a.start_state(Anchored::No),
+            Ac::Nfa(a) => a.start_state(Anchored::No),
+        };
+        s.unwrap_or(StateID::ZERO)
+    }
+}
+
 /// One channel's automaton and long forms.
 struct Chan {
-    ac: NFA,
+    ac: Ac,
+    /// The automaton's unanchored start state, and the bytes that leave it.
+    start: StateID,
+    first: [bool; 256],
     /// Longest automaton pattern.
     ac_max: usize,
     /// The automaton's patterns by id (forms and anchors, at most [`ANCHOR`] bytes each),
@@ -227,27 +304,139 @@ struct ChanBuilder {
     max_len: usize,
 }
 
-impl ChanBuilder {
-    fn add(&mut self, hs: &Hasher, form: &[u8]) {
-        self.max_len = self.max_len.max(form.len());
-        if form.len() <= ANCHOR {
-            self.pats.entry(Key(form.to_vec())).or_default().0 = true;
+/// What the engine keeps of a form: its length, hash and first [`ANCHOR`] bytes (all of
+/// it when that short). Computed from the form's pieces without building it.
+pub(super) struct Digest {
+    len: u64,
+    /// Hash of the bytes before `buf`.
+    hash: u64,
+    head: Zeroizing<Vec<u8>>,
+    /// Pieces not yet hashed: small ones are gathered so that hashing runs on blocks.
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl Clone for Digest {
+    fn clone(&self) -> Digest {
+        debug_assert!(self.buf.is_empty(), "only finished digests are kept");
+        Digest {
+            len: self.len,
+            hash: self.hash,
+            head: self.head.clone(),
+            buf: Zeroizing::new(Vec::new()),
+        }
+    }
+}
+
+impl PartialEq for Digest {
+    fn eq(&self, other: &Digest) -> bool {
+        self.len == other.len && self.hash == other.hash
+    }
+}
+
+impl Digest {
+    const BLOCK: usize = 8192;
+
+    fn new() -> Digest {
+        Digest {
+            len: 0,
+            hash: 0,
+            head: Zeroizing::new(Vec::with_capacity(ANCHOR)),
+            buf: Zeroizing::new(Vec::with_capacity(Self::BLOCK)),
+        }
+    }
+
+    /// The digest of the form `gen` produces.
+    pub(super) fn of(gen: Gen<'_>) -> Digest {
+        let mut d = Digest::new();
+        let hs = hasher();
+        gen(&mut |p| d.feed(hs, p));
+        d.flush(hs);
+        d
+    }
+
+    /// The digest of the form `gen` produces, as `m` masks it.
+    pub(super) fn masked(m: &Masker, gen: Gen<'_>) -> Digest {
+        let mut d = Digest::new();
+        let hs = hasher();
+        let mut st = StreamState::new(m);
+        let mut out = Zeroizing::new(Vec::new());
+        gen(&mut |p| {
+            for piece in p.chunks(STEP) {
+                st.push(m, piece, &mut *out);
+                d.feed(hs, &out);
+                out.clear();
+            }
+        });
+        st.finish(&mut *out);
+        d.feed(hs, &out);
+        d.flush(hs);
+        d
+    }
+
+    /// The digest of this form followed by `suffix`.
+    pub(super) fn followed_by(&self, suffix: &[u8]) -> Digest {
+        let hs = hasher();
+        let mut d = Digest {
+            len: self.len,
+            hash: hs.extend(self.hash, &self.buf),
+            head: self.head.clone(),
+            buf: Zeroizing::new(Vec::new()),
+        };
+        d.feed(hs, suffix);
+        d.flush(hs);
+        d
+    }
+
+    fn feed(&mut self, hs: &Hasher, p: &[u8]) {
+        let room = ANCHOR - self.head.len();
+        self.head.extend_from_slice(&p[..room.min(p.len())]);
+        self.len += p.len() as u64;
+        if p.len() >= Self::BLOCK {
+            self.flush(hs);
+            self.hash = hs.extend(self.hash, p);
             return;
         }
-        let len = form.len() as u64;
-        let hash = hs.extend(0, form);
-        if !self.seen_long.insert((len, hash)) {
+        if self.buf.len() + p.len() > Self::BLOCK {
+            self.flush(hs);
+        }
+        self.buf.extend_from_slice(p);
+    }
+
+    fn flush(&mut self, hs: &Hasher) {
+        self.hash = hs.extend(self.hash, &self.buf);
+        self.buf.clear();
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+impl Drop for Digest {
+    fn drop(&mut self) {
+        self.hash.zeroize();
+    }
+}
+
+impl ChanBuilder {
+    fn add(&mut self, hs: &Hasher, d: &Digest) {
+        self.max_len = self.max_len.max(d.len());
+        if d.len() <= ANCHOR {
+            self.pats.entry(Key(d.head.to_vec())).or_default().0 = true;
+            return;
+        }
+        if !self.seen_long.insert((d.len, d.hash)) {
             // The same form (or a collision, which would match the same text anyway).
             return;
         }
-        let anchor = &form[..ANCHOR];
+        let anchor = &d.head[..ANCHOR];
         let p = smallest_period(anchor);
         let period = if p <= ANCHOR / 2 { p } else { 0 };
         let id = self.long.len() as u32;
         self.long.push(LongForm {
-            len,
-            hash,
-            pow_len: hs.pow(len),
+            len: d.len,
+            hash: d.hash,
+            pow_len: hs.pow(d.len),
             period: period as u64,
             pow_period: hs.pow(period as u64),
             period_hash: hs.extend(0, &anchor[..period]),
@@ -274,14 +463,17 @@ impl ChanBuilder {
             anchored.push((from, anchor_forms.len() as u32));
             pats.push(Zeroizing::new(std::mem::take(&mut key.0)));
         }
-        let ac = NFA::builder()
-            .match_kind(MatchKind::Standard)
-            .prefilter(false)
-            .build(pats.iter().map(|p| p.as_slice()))
-            .map_err(|_| TooManyPatterns)?;
+        let ac = Ac::build(&pats)?;
+        let start = ac.start();
+        let mut first = [false; 256];
+        for p in &pats {
+            first[usize::from(p[0])] = true;
+        }
         let ac_max = pats.iter().map(|p| p.len()).max().unwrap_or(0);
         Ok(Some(Chan {
             ac,
+            start,
+            first,
             ac_max,
             pats,
             short_len,
@@ -311,13 +503,13 @@ fn smallest_period(s: &[u8]) -> usize {
 }
 
 impl Engine {
-    /// Build from the forms `gen` hands over, one at a time.
-    pub(super) fn build(
-        gen: impl FnOnce(&mut dyn FnMut(Channel, Pattern)),
-    ) -> Result<Engine, TooManyPatterns> {
+    /// Build over the given forms.
+    pub(super) fn build(forms: &[(Channel, Digest)]) -> Result<Engine, TooManyPatterns> {
         let hs = hasher();
         let mut chans: [ChanBuilder; 2] = Default::default();
-        gen(&mut |ch, form| chans[ch as usize].add(hs, &form));
+        for (ch, d) in forms {
+            chans[*ch as usize].add(hs, d);
+        }
         let forms = chans
             .iter()
             .map(|c| c.pats.values().filter(|p| p.0).count() + c.long.len())
@@ -467,8 +659,7 @@ struct ChanScan {
 impl ChanScan {
     fn new(ch: &Chan) -> ChanScan {
         ChanScan {
-            // An unanchored start state always exists for an NFA built with defaults.
-            sid: ch.ac.start_state(Anchored::No).unwrap_or(StateID::ZERO),
+            sid: ch.ac.start(),
             pos: 0,
             h: 0,
             dense: if ch.long.is_empty() {
@@ -482,25 +673,62 @@ impl ChanScan {
         }
     }
 
-    /// Consume one byte; `found(start, end)` gets each short form ending here.
+    /// Consume `bytes`; `found(start, end)` gets each short form ending in them. The state
+    /// and position stay in registers between matches.
     #[inline]
-    fn step(&mut self, ch: &Chan, hs: &Hasher, b: u8, found: &mut impl FnMut(u64, u64)) {
-        if !ch.long.is_empty() {
-            self.h = addmod(mulmod(self.h, hs.base), u64::from(b));
-            self.dense.push(self.h);
+    fn run<A: Automaton>(
+        &mut self,
+        ac: &A,
+        ch: &Chan,
+        bytes: &[u8],
+        found: &mut impl FnMut(u64, u64),
+    ) {
+        let mut sid = self.sid;
+        if ch.long.is_empty() {
+            // No hashing needed: in the start state, skip to the next byte that can begin
+            // a pattern (the automaton would stay where it is on any other).
+            let mut i = 0;
+            while i < bytes.len() {
+                if sid == ch.start {
+                    match bytes[i..].iter().position(|&b| ch.first[usize::from(b)]) {
+                        Some(n) => i += n,
+                        None => break,
+                    }
+                }
+                sid = ac.next_state(Anchored::No, sid, bytes[i]);
+                i += 1;
+                if ac.is_special(sid) && ac.is_match(sid) {
+                    self.sid = sid;
+                    self.pos += i as u64;
+                    self.matched(ac, ch, found);
+                    self.pos -= i as u64;
+                }
+            }
+        } else {
+            let base = hasher().base;
+            let mut h = self.h;
+            for (i, &b) in bytes.iter().enumerate() {
+                h = addmod(mulmod(h, base), u64::from(b));
+                self.dense.push(h);
+                sid = ac.next_state(Anchored::No, sid, b);
+                if ac.is_special(sid) && ac.is_match(sid) {
+                    self.sid = sid;
+                    self.pos += i as u64 + 1;
+                    self.matched(ac, ch, found);
+                    self.pos -= i as u64 + 1;
+                }
+            }
+            self.h = h;
         }
-        self.sid = ch.ac.next_state(Anchored::No, self.sid, b);
-        self.pos += 1;
-        if ch.ac.is_match(self.sid) {
-            self.matched(ch, found);
-        }
+        self.sid = sid;
+        self.pos += bytes.len() as u64;
     }
 
     #[cold]
-    fn matched(&mut self, ch: &Chan, found: &mut impl FnMut(u64, u64)) {
+    fn matched<A: Automaton>(&mut self, ac: &A, ch: &Chan, found: &mut impl FnMut(u64, u64)) {
         let mut longest = 0;
-        for i in 0..ch.ac.match_len(self.sid) {
-            let pid = ch.ac.match_pattern(self.sid, i).as_usize();
+        for i in 0..ac.match_len(self.sid) {
+            let pid = ac.match_pattern(self.sid, i).as_usize();
             longest = longest.max(ch.short_len[pid]);
             let (a, b) = ch.anchored[pid];
             for &f in &ch.anchor_forms[a as usize..b as usize] {
@@ -643,39 +871,19 @@ impl Scanner {
     /// candidates it completes. Every occurrence that ended in it is pushed onto `spans`
     /// as `[start, end)` output offsets, in no particular order.
     pub(super) fn scan(&mut self, e: &Engine, piece: &[u8], spans: &mut Vec<(u64, u64)>) {
-        let hs = hasher();
         self.consumed += piece.len() as u64;
         if let (Some(ch), Some(st)) = (&e.chans[0], &mut self.chans[0]) {
-            let mut found = |s, e| spans.push((s, e));
-            for &b in piece {
-                st.step(ch, hs, b, &mut found);
+            match &ch.ac {
+                Ac::Dfa(ac) => scan_raw(ac, ch, st, piece, spans),
+                Ac::Nfa(ac) => scan_raw(ac, ch, st, piece, spans),
             }
-            st.settle(ch, &mut found);
         }
         if let (Some(ch), Some(st)) = (&e.chans[1], &mut self.chans[1]) {
-            let map = &mut self.map;
-            let break_run = &mut self.break_run;
-            for &b in piece {
-                let b = if is_break(b) {
-                    *break_run += 1;
-                    if *break_run <= MAX_BREAK_RUN {
-                        map.skip(st.pos);
-                        continue;
-                    }
-                    b'\n'
-                } else {
-                    *break_run = 0;
-                    b
-                };
-                let m = &*map;
-                st.step(ch, hs, b, &mut |s, e| {
-                    spans.push((m.orig(s), m.orig(e - 1) + 1));
-                });
+            let (map, run) = (&mut self.map, &mut self.break_run);
+            match &ch.ac {
+                Ac::Dfa(ac) => scan_base64(ac, ch, st, map, run, piece, spans),
+                Ac::Nfa(ac) => scan_base64(ac, ch, st, map, run, piece, spans),
             }
-            let m = &self.map;
-            st.settle(ch, &mut |s, e| spans.push((m.orig(s), m.orig(e - 1) + 1)));
-            let keep = st.live_from(ch);
-            self.map.prune(keep);
         }
     }
 
@@ -703,6 +911,57 @@ impl Scanner {
         }
         from
     }
+}
+
+fn scan_raw<A: Automaton>(
+    ac: &A,
+    ch: &Chan,
+    st: &mut ChanScan,
+    piece: &[u8],
+    spans: &mut Vec<(u64, u64)>,
+) {
+    let mut found = |s, e| spans.push((s, e));
+    st.run(ac, ch, piece, &mut found);
+    st.settle(ch, &mut found);
+}
+
+/// The base64 channel: runs between line breaks go through at once; the first
+/// [`MAX_BREAK_RUN`] bytes of a run of breaks are skipped, later ones read as `\n`.
+fn scan_base64<A: Automaton>(
+    ac: &A,
+    ch: &Chan,
+    st: &mut ChanScan,
+    map: &mut BreakMap,
+    break_run: &mut usize,
+    piece: &[u8],
+    spans: &mut Vec<(u64, u64)>,
+) {
+    let mut rest = piece;
+    while !rest.is_empty() {
+        let n = rest.iter().position(|&b| is_break(b)).unwrap_or(rest.len());
+        if n > 0 {
+            *break_run = 0;
+            let m = &*map;
+            st.run(ac, ch, &rest[..n], &mut |s, e| {
+                spans.push((m.orig(s), m.orig(e - 1) + 1));
+            });
+            rest = &rest[n..];
+            continue;
+        }
+        *break_run += 1;
+        if *break_run <= MAX_BREAK_RUN {
+            map.skip(st.pos);
+        } else {
+            let m = &*map;
+            st.run(ac, ch, b"\n", &mut |s, e| {
+                spans.push((m.orig(s), m.orig(e - 1) + 1));
+            });
+        }
+        rest = &rest[1..];
+    }
+    let m = &*map;
+    st.settle(ch, &mut |s, e| spans.push((m.orig(s), m.orig(e - 1) + 1)));
+    map.prune(st.live_from(ch));
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ use zeroize::Zeroizing;
 pub use capture::{CapturedLog, LogCapture};
 pub use stream::MaskStream;
 
-use engine::Engine;
+use engine::{Digest, Engine};
+use forms::Channel;
 
 /// Values shorter than this (in bytes) cannot be masked without destroying the log.
 ///
@@ -60,9 +61,11 @@ type Pattern = Zeroizing<Vec<u8>>;
 /// Cheap to share: wrap it in an [`Arc`](std::sync::Arc); it is `Send + Sync`.
 #[derive(Default)]
 pub struct Masker {
-    /// The values (zeroised on drop), so that [`Masker::extended`] and
-    /// [`CapturedLog::remask`] can build on them.
+    /// The values (zeroised on drop), so that [`CapturedLog::remask`] can build on them.
     values: Vec<Pattern>,
+    /// What the engine keeps of each form (length, hash, first bytes), so that
+    /// [`Masker::extended`] only computes the new values' forms.
+    forms: Vec<(Channel, Digest)>,
     /// Every form of every value, ready to match; `None` when there is nothing to mask
     /// (or it could not be built, and the masker withholds).
     engine: Option<Engine>,
@@ -85,10 +88,7 @@ impl Masker {
     ///
     /// A non-empty value shorter than [`MIN_MASK_LEN`] makes the masker withhold.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
-        let mut all = Vec::new();
-        let mut withholds = false;
-        add_values(values, &mut all, &mut withholds);
-        Masker::build(all, withholds, None)
+        Masker::default().extended(values)
     }
 
     /// Build from template variable values. A value shorter than [`MIN_MASK_LEN`] is left
@@ -100,68 +100,61 @@ impl Masker {
     }
 
     /// A new masker with this one's values plus `values` (e.g. the variables plus the
-    /// returned secret).
+    /// returned secret). Only the new values' forms are computed.
     pub fn extended<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
         let mut all = self.values.clone();
+        let mut forms = self.forms.clone();
         let mut withholds = self.withholds;
-        add_values(values, &mut all, &mut withholds);
-        Masker::build(all, withholds, None)
+        for v in values {
+            if v.is_empty() || all.iter().any(|a| a.as_slice() == v) {
+                continue;
+            }
+            if v.len() < MIN_MASK_LEN {
+                withholds = true;
+            }
+            value_forms(v, &mut forms, None);
+            all.push(Zeroizing::new(v.to_vec()));
+        }
+        Masker::build(all, forms, withholds)
     }
 
-    /// Build the engine over every form of `values`; with `premask`, also over each form as
-    /// `premask` masks it, where that differs.
-    fn build(values: Vec<Pattern>, mut withholds: bool, premask: Option<&Masker>) -> Masker {
-        let mut values = values;
-        values.retain(|v| !v.is_empty());
-        values.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        values.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        if values.is_empty() {
-            return Masker {
-                values,
-                engine: None,
-                withholds,
-            };
-        }
-        let built = Engine::build(|add| {
-            for v in &values {
-                forms::each_form(v, &mut |ch, form| {
-                    if let Some(prev) = premask {
-                        let q = Zeroizing::new(prev.mask(&form));
-                        if q.as_slice() != form.as_slice() && q.len() >= MIN_MASK_LEN {
-                            add(ch, q);
-                        }
-                    }
-                    add(ch, form);
-                });
-            }
-        });
-        let engine = match built {
-            Ok(e) => Some(e),
-            Err(_) => {
-                // Too many patterns for the automaton: nothing can be masked, so nothing
-                // may be shown.
-                withholds = true;
-                None
+    /// The engine over `forms`.
+    fn build(values: Vec<Pattern>, forms: Vec<(Channel, Digest)>, mut withholds: bool) -> Masker {
+        let engine = if forms.is_empty() {
+            None
+        } else {
+            match Engine::build(&forms) {
+                Ok(e) => Some(e),
+                Err(_) => {
+                    // Too many patterns for the automaton: nothing can be masked, so
+                    // nothing may be shown.
+                    withholds = true;
+                    None
+                }
             }
         };
         Masker {
             values,
+            forms,
             engine,
             withholds,
         }
     }
 
-    /// This masker plus, for each of its forms, the form as `prev` masks it (where that
-    /// differs). `None` if `prev` masks nothing.
+    /// This masker plus, for each form of a value `prev` does not have, the form as `prev`
+    /// masks it (where that differs): how such a value looks in a log `prev` masked.
+    /// `None` if `prev` masks nothing.
     fn with_premasked_forms(&self, prev: &Masker) -> Option<Masker> {
         if prev.is_empty() || prev.withholds() {
             return None;
         }
-        Some(Masker::build(
-            self.values.clone(),
-            self.withholds,
-            Some(prev),
-        ))
+        let mut forms = self.forms.clone();
+        for v in &self.values {
+            if !prev.values.iter().any(|p| p.as_slice() == v.as_slice()) {
+                value_forms(v, &mut forms, Some(prev));
+            }
+        }
+        Some(Masker::build(self.values.clone(), forms, self.withholds))
     }
 
     /// Mask a complete buffer.
@@ -216,18 +209,37 @@ impl Masker {
     }
 }
 
-fn add_values<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-    all: &mut Vec<Pattern>,
-    withholds: &mut bool,
-) {
-    for v in values {
-        if v.is_empty() {
-            continue;
+/// Push the digest of every form of `v` worth masking: the raw value always, any other
+/// form only if at least [`MIN_MASK_LEN`] long (and, in the raw channel, not the value
+/// itself). With `premask`, push instead each form as `premask` masks it, where that
+/// differs.
+fn value_forms(v: &[u8], out: &mut Vec<(Channel, Digest)>, premask: Option<&Masker>) {
+    let mut raw: Option<Digest> = None;
+    let mut base: Option<Digest> = None;
+    forms::each_form(v, &mut |form| {
+        let d = match (form.extends, &base) {
+            (Some(suffix), Some(b)) => b.followed_by(suffix),
+            _ => Digest::of(form.gen),
+        };
+        let ch = form.channel;
+        let keep = match &raw {
+            // The raw value: always (a short one withholds).
+            None => true,
+            Some(r) => d.len() >= MIN_MASK_LEN && (ch != Channel::Raw || d != *r),
+        };
+        if let Some(prev) = premask {
+            let q = Digest::masked(prev, form.gen);
+            if keep && q.len() >= MIN_MASK_LEN && q != d {
+                out.push((ch, q));
+            }
         }
-        if v.len() < MIN_MASK_LEN {
-            *withholds = true;
+        if raw.is_none() {
+            raw = Some(d.clone());
+        } else if form.extends.is_none() {
+            base = Some(d.clone());
         }
-        all.push(Zeroizing::new(v.to_vec()));
-    }
+        if keep && premask.is_none() {
+            out.push((ch, d));
+        }
+    });
 }

@@ -21,10 +21,20 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Every form of `v`, as the engine gets them.
+/// Every form of `v` the engine keeps: the raw value, then every other form at least
+/// MIN_MASK_LEN long (and, in the raw channel, different from the value).
 fn all_forms(v: &[u8]) -> Vec<(forms::Channel, Vec<u8>)> {
-    let mut out = Vec::new();
-    forms::each_form(v, &mut |ch, f| out.push((ch, f.to_vec())));
+    let mut out: Vec<(forms::Channel, Vec<u8>)> = Vec::new();
+    forms::each_form(v, &mut |form| {
+        let mut f = Vec::new();
+        (form.gen)(&mut |p| f.extend_from_slice(p));
+        let ch = form.channel;
+        let keep =
+            out.is_empty() || (f.len() >= MIN_MASK_LEN && (ch != forms::Channel::Raw || f != v));
+        if keep {
+            out.push((ch, f));
+        }
+    });
     out
 }
 
