@@ -11,7 +11,8 @@
 //!
 //! In each channel:
 //! - a form of at most [`ANCHOR`] bytes is a pattern in an Aho-Corasick automaton (a
-//!   contiguous NFA, stepped a byte at a time so that streaming needs no look-ahead);
+//!   contiguous NFA, stepped a byte at a time so that streaming needs no look-ahead, and
+//!   skipping ahead in its start state to a byte that can begin a pattern);
 //! - a longer form contributes only its first [`ANCHOR`] bytes (its anchor) to the
 //!   automaton, plus its length and a polynomial hash (mod 2^61 − 1, random base). Each
 //!   occurrence of the anchor makes a candidate; when the stream reaches the candidate's end
@@ -31,9 +32,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 
 use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::dfa::DFA;
 use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::{Anchored, MatchKind, StartKind};
+use aho_corasick::{Anchored, MatchKind};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::forms::{Channel, Gen};
@@ -205,52 +205,28 @@ impl Drop for LongForm {
     }
 }
 
-/// Automata with at most this many pattern bytes are built as a DFA (one table lookup per
-/// byte, a table of up to states × 256 entries); larger ones as a contiguous NFA.
-const DFA_MAX_PATTERN_BYTES: usize = 4096;
-
-/// An Aho-Corasick automaton with standard (all matches) semantics, unanchored.
-enum Ac {
-    Dfa(DFA),
-    Nfa(NFA),
-}
+/// An Aho-Corasick automaton with standard (all matches) semantics, unanchored: a
+/// contiguous NFA, whose size is linear in the patterns' (a DFA was no faster here once
+/// the start state skips ahead, and is slower to build).
+struct Ac(NFA);
 
 impl Ac {
     fn build(pats: &[Pattern]) -> Result<Ac, TooManyPatterns> {
-        let bytes: usize = pats.iter().map(|p| p.len()).sum();
-        let pats = pats.iter().map(|p| p.as_slice());
-        if bytes <= DFA_MAX_PATTERN_BYTES {
-            DFA::builder()
-                .match_kind(MatchKind::Standard)
-                .start_kind(StartKind::Unanchored)
-                .prefilter(false)
-                .build(pats)
-                .map(Ac::Dfa)
-                .map_err(|_| TooManyPatterns)
-        } else {
-            NFA::builder()
-                .match_kind(MatchKind::Standard)
-                .prefilter(false)
-                .build(pats)
-                .map(Ac::Nfa)
-                .map_err(|_| TooManyPatterns)
-        }
+        NFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(pats.iter().map(|p| p.as_slice()))
+            .map(Ac)
+            .map_err(|_| TooManyPatterns)
     }
 
     fn memory_usage(&self) -> usize {
-        match self {
-            Ac::Dfa(a) => a.memory_usage(),
-            Ac::Nfa(a) => a.memory_usage(),
-        }
+        self.0.memory_usage()
     }
 
     fn start(&self) -> StateID {
-        // An unanchored start state exists: both are built with one.
-        let s = match self {
-            Ac::Dfa(a) => a.start_state(Anchored::No),
-            Ac::Nfa(a) => a.start_state(Anchored::No),
-        };
-        s.unwrap_or(StateID::ZERO)
+        // An unanchored start state exists: the NFA is built with one.
+        self.0.start_state(Anchored::No).unwrap_or(StateID::ZERO)
     }
 }
 
@@ -535,6 +511,22 @@ impl Engine {
         raw.max(b64)
     }
 
+    /// A searcher for any automaton pattern of either channel (forms up to [`ANCHOR`]
+    /// bytes and anchors): text without one, and without line breaks, has no occurrence.
+    /// `None` if it cannot be built.
+    pub(super) fn any_pattern_finder(&self) -> Option<aho_corasick::AhoCorasick> {
+        let pats = self.chans.iter().flatten().flat_map(|c| c.pats.iter());
+        let pats: Vec<&[u8]> = pats.map(|p| p.as_slice()).collect();
+        // A DFA searches fastest; it is temporary and its size is bounded by the
+        // library's limits (it falls back to what they allow).
+        let mut b = aho_corasick::AhoCorasick::builder();
+        b.match_kind(MatchKind::Standard);
+        b.kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&pats)
+            .or_else(|_| b.kind(None).build(&pats))
+            .ok()
+    }
+
     /// Approximate heap bytes held.
     pub(super) fn memory_usage(&self) -> usize {
         self.chans
@@ -641,16 +633,60 @@ struct Run {
     h: u64,
 }
 
+/// Prefix hashes of a channel around the current piece.
+struct PrefixHashes {
+    /// The channel bytes `[buf_at, pos)`: the current piece plus [`ANCHOR`] + 8 before it
+    /// (they may be secret: wiped on drop).
+    buf: Zeroizing<Vec<u8>>,
+    buf_at: u64,
+    /// Prefix hashes at multiples of 8: `ck[i]` = H(`ck_at` + 8i), up to the piece's end.
+    /// Any other prefix hash in `buf` costs at most one multiplication from these.
+    ck: Vec<u64>,
+    ck_at: u64,
+}
+
+impl PrefixHashes {
+    /// Take the piece's channel bytes into `buf` and extend the checkpoints over them.
+    fn push(&mut self, bytes: &[u8]) {
+        let keep = ANCHOR + 8;
+        if self.buf.len() > keep {
+            let drop = self.buf.len() - keep;
+            self.buf.drain(..drop);
+            self.buf_at += drop as u64;
+        }
+        self.buf.extend_from_slice(bytes);
+        let hs = hasher();
+        let end = self.buf_at + self.buf.len() as u64;
+        let mut c = self.ck_at + 8 * (self.ck.len() as u64 - 1);
+        let mut h = *self.ck.last().unwrap_or(&0);
+        while c + 8 <= end {
+            let at = (c - self.buf_at) as usize;
+            h = hs.extend_serial(h, &self.buf[at..at + 8]);
+            self.ck.push(h);
+            c += 8;
+        }
+        // Keep the checkpoints from the one at or below `buf_at` on.
+        let first = (self.buf_at & !7).max(self.ck_at);
+        let drop = ((first - self.ck_at) / 8) as usize;
+        self.ck.drain(..drop);
+        self.ck_at = first;
+    }
+
+    /// The channel's prefix hash at `x` (within `buf`).
+    fn at(&self, x: u64) -> u64 {
+        let k = x & !7;
+        let h = self.ck[((k - self.ck_at) / 8) as usize];
+        let from = (k - self.buf_at) as usize;
+        hasher().extend_serial(h, &self.buf[from..from + (x - k) as usize])
+    }
+}
+
 /// Scanning state for one channel; positions are in channel bytes.
 struct ChanScan {
     sid: StateID,
     pos: u64,
-    /// Prefix hash of the channel's bytes so far (only with long forms).
-    h: u64,
-    /// Prefix hashes at positions `dense_at ..= pos`: the current piece plus [`ANCHOR`]
-    /// before it, enough for every anchor start and every due candidate of the piece.
-    dense: Vec<u64>,
-    dense_at: u64,
+    /// Only with long forms.
+    hashes: PrefixHashes,
     /// Candidate runs per long form, and the forms that have any.
     runs: Vec<VecDeque<Run>>,
     active: Vec<u32>,
@@ -659,22 +695,23 @@ struct ChanScan {
 impl ChanScan {
     fn new(ch: &Chan) -> ChanScan {
         ChanScan {
-            sid: ch.ac.start(),
+            sid: ch.start,
             pos: 0,
-            h: 0,
-            dense: if ch.long.is_empty() {
-                Vec::new()
-            } else {
-                vec![0]
+            hashes: PrefixHashes {
+                buf: Zeroizing::new(Vec::new()),
+                buf_at: 0,
+                ck: vec![0],
+                ck_at: 0,
             },
-            dense_at: 0,
             runs: (0..ch.long.len()).map(|_| VecDeque::new()).collect(),
             active: Vec::new(),
         }
     }
 
-    /// Consume `bytes`; `found(start, end)` gets each short form ending in them. The state
-    /// and position stay in registers between matches.
+    /// Consume `bytes` (a piece); `found(start, end)` gets each short form ending in them.
+    /// The state and position stay in registers between matches; in the start state, the
+    /// loop skips to the next byte that can begin a pattern (the automaton would stay
+    /// where it is on any other).
     #[inline]
     fn run<A: Automaton>(
         &mut self,
@@ -683,42 +720,26 @@ impl ChanScan {
         bytes: &[u8],
         found: &mut impl FnMut(u64, u64),
     ) {
+        if !ch.long.is_empty() {
+            self.hashes.push(bytes);
+        }
         let mut sid = self.sid;
-        if ch.long.is_empty() {
-            // No hashing needed: in the start state, skip to the next byte that can begin
-            // a pattern (the automaton would stay where it is on any other).
-            let mut i = 0;
-            while i < bytes.len() {
-                if sid == ch.start {
-                    match bytes[i..].iter().position(|&b| ch.first[usize::from(b)]) {
-                        Some(n) => i += n,
-                        None => break,
-                    }
-                }
-                sid = ac.next_state(Anchored::No, sid, bytes[i]);
-                i += 1;
-                if ac.is_special(sid) && ac.is_match(sid) {
-                    self.sid = sid;
-                    self.pos += i as u64;
-                    self.matched(ac, ch, found);
-                    self.pos -= i as u64;
+        let mut i = 0;
+        while i < bytes.len() {
+            if sid == ch.start {
+                match bytes[i..].iter().position(|&b| ch.first[usize::from(b)]) {
+                    Some(n) => i += n,
+                    None => break,
                 }
             }
-        } else {
-            let base = hasher().base;
-            let mut h = self.h;
-            for (i, &b) in bytes.iter().enumerate() {
-                h = addmod(mulmod(h, base), u64::from(b));
-                self.dense.push(h);
-                sid = ac.next_state(Anchored::No, sid, b);
-                if ac.is_special(sid) && ac.is_match(sid) {
-                    self.sid = sid;
-                    self.pos += i as u64 + 1;
-                    self.matched(ac, ch, found);
-                    self.pos -= i as u64 + 1;
-                }
+            sid = ac.next_state(Anchored::No, sid, bytes[i]);
+            i += 1;
+            if ac.is_special(sid) && ac.is_match(sid) {
+                self.sid = sid;
+                self.pos += i as u64;
+                self.matched(ac, ch, found);
+                self.pos -= i as u64;
             }
-            self.h = h;
         }
         self.sid = sid;
         self.pos += bytes.len() as u64;
@@ -741,7 +762,7 @@ impl ChanScan {
     }
 
     fn candidate(&mut self, ch: &Chan, f: usize, start: u64) {
-        let h = self.dense[(start - self.dense_at) as usize];
+        let h = self.hashes.at(start);
         let period = ch.long[f].period;
         let runs = &mut self.runs[f];
         if let Some(r) = runs.back_mut() {
@@ -768,7 +789,7 @@ impl ChanScan {
                 if due > self.pos {
                     break;
                 }
-                let hd = self.dense[(due - self.dense_at) as usize];
+                let hd = self.hashes.at(due);
                 if submod(hd, mulmod(r.h, form.pow_len)) == form.hash {
                     found(r.start, due);
                 }
@@ -786,10 +807,6 @@ impl ChanScan {
                 k += 1;
             }
         }
-        let keep = (ANCHOR + 1).min(self.dense.len());
-        let drop = self.dense.len() - keep;
-        self.dense.drain(..drop);
-        self.dense_at += drop as u64;
     }
 
     /// Earliest channel position where a candidate is still undecided.
@@ -851,6 +868,8 @@ pub(super) struct Scanner {
     map: BreakMap,
     /// Length of the current run of `\r`/`\n` bytes.
     break_run: usize,
+    /// The current piece as the base64 channel sees it.
+    scratch: Zeroizing<Vec<u8>>,
     consumed: u64,
 }
 
@@ -863,6 +882,7 @@ impl Scanner {
             ],
             map: BreakMap::default(),
             break_run: 0,
+            scratch: Zeroizing::new(Vec::with_capacity(STEP)),
             consumed: 0,
         }
     }
@@ -873,17 +893,11 @@ impl Scanner {
     pub(super) fn scan(&mut self, e: &Engine, piece: &[u8], spans: &mut Vec<(u64, u64)>) {
         self.consumed += piece.len() as u64;
         if let (Some(ch), Some(st)) = (&e.chans[0], &mut self.chans[0]) {
-            match &ch.ac {
-                Ac::Dfa(ac) => scan_raw(ac, ch, st, piece, spans),
-                Ac::Nfa(ac) => scan_raw(ac, ch, st, piece, spans),
-            }
+            scan_raw(&ch.ac.0, ch, st, piece, spans);
         }
         if let (Some(ch), Some(st)) = (&e.chans[1], &mut self.chans[1]) {
-            let (map, run) = (&mut self.map, &mut self.break_run);
-            match &ch.ac {
-                Ac::Dfa(ac) => scan_base64(ac, ch, st, map, run, piece, spans),
-                Ac::Nfa(ac) => scan_base64(ac, ch, st, map, run, piece, spans),
-            }
+            let (map, run, sc) = (&mut self.map, &mut self.break_run, &mut self.scratch);
+            scan_base64(&ch.ac.0, ch, st, map, run, sc, piece, spans);
         }
     }
 
@@ -898,6 +912,16 @@ impl Scanner {
             from = from.min(self.map.orig(st.live_from(ch)));
         }
         from
+    }
+
+    /// Candidate runs held, over both channels.
+    #[cfg(test)]
+    pub(super) fn candidate_runs(&self) -> usize {
+        self.chans
+            .iter()
+            .flatten()
+            .map(|c| c.runs.iter().map(VecDeque::len).sum::<usize>())
+            .sum()
     }
 
     /// Earliest output offset of an undecided long-form candidate.
@@ -925,42 +949,37 @@ fn scan_raw<A: Automaton>(
     st.settle(ch, &mut found);
 }
 
-/// The base64 channel: runs between line breaks go through at once; the first
-/// [`MAX_BREAK_RUN`] bytes of a run of breaks are skipped, later ones read as `\n`.
+/// The base64 channel: the piece without the first [`MAX_BREAK_RUN`] bytes of each run of
+/// line breaks, later ones read as `\n`.
+#[allow(clippy::too_many_arguments)]
 fn scan_base64<A: Automaton>(
     ac: &A,
     ch: &Chan,
     st: &mut ChanScan,
     map: &mut BreakMap,
     break_run: &mut usize,
+    scratch: &mut Zeroizing<Vec<u8>>,
     piece: &[u8],
     spans: &mut Vec<(u64, u64)>,
 ) {
-    let mut rest = piece;
-    while !rest.is_empty() {
-        let n = rest.iter().position(|&b| is_break(b)).unwrap_or(rest.len());
-        if n > 0 {
-            *break_run = 0;
-            let m = &*map;
-            st.run(ac, ch, &rest[..n], &mut |s, e| {
-                spans.push((m.orig(s), m.orig(e - 1) + 1));
-            });
-            rest = &rest[n..];
-            continue;
-        }
-        *break_run += 1;
-        if *break_run <= MAX_BREAK_RUN {
-            map.skip(st.pos);
+    scratch.clear();
+    for &b in piece {
+        if is_break(b) {
+            *break_run += 1;
+            if *break_run <= MAX_BREAK_RUN {
+                map.skip(st.pos + scratch.len() as u64);
+                continue;
+            }
+            scratch.push(b'\n');
         } else {
-            let m = &*map;
-            st.run(ac, ch, b"\n", &mut |s, e| {
-                spans.push((m.orig(s), m.orig(e - 1) + 1));
-            });
+            *break_run = 0;
+            scratch.push(b);
         }
-        rest = &rest[1..];
     }
     let m = &*map;
-    st.settle(ch, &mut |s, e| spans.push((m.orig(s), m.orig(e - 1) + 1)));
+    let mut found = |s, e: u64| spans.push((m.orig(s), m.orig(e - 1) + 1));
+    st.run(ac, ch, scratch, &mut found);
+    st.settle(ch, &mut found);
     map.prune(st.live_from(ch));
 }
 

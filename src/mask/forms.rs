@@ -18,10 +18,11 @@
 //!   `declare -p`'s double-quoted contents; single-quoted contents with `'\''` (`${v@Q}`,
 //!   `set -x`).
 //!
-//! Base64 channel (matched with line breaks removed, see `engine`): for the value and for
-//! its JSON contents, in the standard and URL-safe alphabets, the characters fully
-//! determined by the value at each of the three byte alignments (see [`base64_core`]); and
-//! the complete padded and unpadded encodings of the value on its own.
+//! Base64 channel (matched with line breaks removed, see `engine`): the characters fully
+//! determined by the value at each of the three byte alignments (see [`base64_core`]), in
+//! the standard and URL-safe alphabets, and likewise for its JSON contents in the URL-safe
+//! alphabet (a JWT claim); and the complete padded and unpadded encodings of the value on
+//! its own.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::engine::GeneralPurpose;
@@ -52,6 +53,10 @@ pub(super) struct Form<'a> {
     /// The form is the last form handed over with `extends: None`, followed by these bytes
     /// (so its digest can be had without producing it again).
     pub(super) extends: Option<&'a [u8]>,
+    /// Whether to also mask the form as a log masked for other values shows it (see
+    /// `CapturedLog::remask`): not for the whole base64 encodings (their aligned core is)
+    /// nor for base64 of the JSON contents.
+    pub(super) premask: bool,
 }
 
 /// Hand every form of `v` to `out`, the raw value first. A form is skipped where it
@@ -68,6 +73,7 @@ pub(super) fn each_form(v: &[u8], out: &mut dyn FnMut(Form<'_>)) {
             channel: Channel::Raw,
             gen,
             extends: None,
+            premask: true,
         })
     };
     raw(&|e| e(v));
@@ -142,23 +148,30 @@ pub(super) fn each_form(v: &[u8], out: &mut dyn FnMut(Form<'_>)) {
         raw(&|e| replace_byte(v, b'\'', b"'\\''", e));
     }
 
-    // Base64 cores, of the value and of its JSON contents (a JWT claim, say), and the value
-    // encoded on its own, to the last character and padding.
-    let json_len = {
+    // Base64 cores, of the value and (URL-safe, as in a JWT claim) of its JSON contents,
+    // and the value encoded on its own, to the last character and padding.
+    let json_len = if json_escapes {
         let mut n = 0;
         json(v, false, false, &mut |p| n += p.len());
         n
+    } else {
+        v.len()
     };
     let r = v.len() % 3;
-    for (unpadded, padded) in [(&STANDARD_NO_PAD, &STANDARD), (&URL_SAFE_NO_PAD, &URL_SAFE)] {
-        for align in 0..3 {
-            let gen = |i: Emit<'_>| json(v, false, false, i);
-            if json_len != v.len() {
+    let alphabets = [
+        (&STANDARD_NO_PAD, &STANDARD, false),
+        (&URL_SAFE_NO_PAD, &URL_SAFE, true),
+    ];
+    for (unpadded, padded, url) in alphabets {
+        if json_len != v.len() && url {
+            for align in 0..3 {
+                let gen = |i: Emit<'_>| json(v, false, false, i);
                 let json_core = |e: Emit<'_>| base64_core(unpadded, &gen, json_len, align, e);
                 out(Form {
                     channel: Channel::Base64,
                     gen: &json_core,
                     extends: None,
+                    premask: false,
                 });
             }
         }
@@ -168,6 +181,7 @@ pub(super) fn each_form(v: &[u8], out: &mut dyn FnMut(Form<'_>)) {
                 channel: Channel::Base64,
                 gen: &core,
                 extends: None,
+                premask: true,
             });
         }
         // The whole encodings are the aligned core (the last one given) plus the last
@@ -180,6 +194,7 @@ pub(super) fn each_form(v: &[u8], out: &mut dyn FnMut(Form<'_>)) {
                 channel: Channel::Base64,
                 gen: &whole,
                 extends: Some(suffix),
+                premask: false,
             });
         }
     }
@@ -440,12 +455,8 @@ fn percent(v: &[u8], keep: &[u8], plus: bool, lower: bool, e: Emit<'_>) {
     });
 }
 
-/// The character starting `v` if it is valid UTF-8 and printable to glibc's `iswprint` in a
-/// UTF-8 locale, with its length.
-///
-/// Approximation: every assigned character is printable except C0/C1 controls, DEL, the
-/// line and paragraph separators and noncharacters. Characters unassigned in glibc's
-/// Unicode tables are printable here but not to bash.
+/// The character starting `v` if it is valid UTF-8 and printable in a UTF-8 locale (as
+/// glibc's `iswprint` says, which bash asks), with its length.
 fn printable_char(v: &[u8]) -> Option<usize> {
     let len = match v.first()? {
         0x20..=0x7e => return Some(1),
@@ -456,10 +467,52 @@ fn printable_char(v: &[u8]) -> Option<usize> {
     };
     let s = std::str::from_utf8(v.get(..len)?).ok()?;
     let c = s.chars().next()?;
+    let printable = glibc_printable(c).unwrap_or_else(|| approx_printable(c));
+    printable.then_some(len)
+}
+
+/// Without glibc's tables: every character is printable except C0/C1 controls, DEL, the
+/// line and paragraph separators and noncharacters (unassigned ones are not, to glibc).
+fn approx_printable(c: char) -> bool {
     let cp = u32::from(c);
     let nonchar = (0xfdd0..=0xfdef).contains(&cp) || cp & 0xfffe == 0xfffe;
-    let printable = !c.is_control() && c != '\u{2028}' && c != '\u{2029}' && !nonchar;
-    printable.then_some(len)
+    !c.is_control() && c != '\u{2028}' && c != '\u{2029}' && !nonchar
+}
+
+/// glibc's `iswprint` in the C.UTF-8 locale, or `None` where that locale is unavailable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_printable(c: char) -> Option<bool> {
+    use nix::libc;
+    use std::sync::OnceLock;
+
+    extern "C" {
+        // wint_t is an unsigned int on glibc.
+        fn iswprint_l(wc: libc::c_uint, loc: libc::locale_t) -> libc::c_int;
+    }
+    // The locale object lives as long as the process; stored as an address.
+    static LOCALE: OnceLock<usize> = OnceLock::new();
+    let loc = *LOCALE.get_or_init(|| {
+        // SAFETY: a NUL-terminated name and no base locale; the result is null on failure.
+        let loc = unsafe {
+            libc::newlocale(
+                libc::LC_CTYPE_MASK,
+                c"C.UTF-8".as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        loc as usize
+    });
+    if loc == 0 {
+        return None;
+    }
+    // SAFETY: `loc` is a valid locale object that is never freed; iswprint_l only reads it.
+    let r = unsafe { iswprint_l(u32::from(c), loc as libc::locale_t) };
+    Some(r != 0)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn glibc_printable(_: char) -> Option<bool> {
+    None
 }
 
 /// Whether bash 5.2 quotes a string holding `v` as `$'…'` (it has a character that is not
@@ -642,6 +695,8 @@ mod tests {
             ('\u{ad}', true),
             ('\u{200b}', true),
             ('\u{e000}', true),
+            ('\u{5c7}', true),
+            ('\u{5c8}', false),
             ('\u{1f600}', true),
             ('\u{85}', false),
             ('\u{2028}', false),

@@ -112,7 +112,7 @@ impl Masker {
             if v.len() < MIN_MASK_LEN {
                 withholds = true;
             }
-            value_forms(v, &mut forms, None);
+            value_forms(v, &mut forms);
             all.push(Zeroizing::new(v.to_vec()));
         }
         Masker::build(all, forms, withholds)
@@ -145,13 +145,15 @@ impl Masker {
     /// masks it (where that differs): how such a value looks in a log `prev` masked.
     /// `None` if `prev` masks nothing.
     fn with_premasked_forms(&self, prev: &Masker) -> Option<Masker> {
-        if prev.is_empty() || prev.withholds() {
+        let engine = prev.engine.as_ref()?;
+        if prev.withholds() {
             return None;
         }
+        let quick = engine.any_pattern_finder();
         let mut forms = self.forms.clone();
         for v in &self.values {
             if !prev.values.iter().any(|p| p.as_slice() == v.as_slice()) {
-                value_forms(v, &mut forms, Some(prev));
+                premasked_forms(v, prev, quick.as_ref(), &mut forms);
             }
         }
         Some(Masker::build(self.values.clone(), forms, self.withholds))
@@ -211,9 +213,8 @@ impl Masker {
 
 /// Push the digest of every form of `v` worth masking: the raw value always, any other
 /// form only if at least [`MIN_MASK_LEN`] long (and, in the raw channel, not the value
-/// itself). With `premask`, push instead each form as `premask` masks it, where that
-/// differs.
-fn value_forms(v: &[u8], out: &mut Vec<(Channel, Digest)>, premask: Option<&Masker>) {
+/// itself).
+fn value_forms(v: &[u8], out: &mut Vec<(Channel, Digest)>) {
     let mut raw: Option<Digest> = None;
     let mut base: Option<Digest> = None;
     forms::each_form(v, &mut |form| {
@@ -227,19 +228,48 @@ fn value_forms(v: &[u8], out: &mut Vec<(Channel, Digest)>, premask: Option<&Mask
             None => true,
             Some(r) => d.len() >= MIN_MASK_LEN && (ch != Channel::Raw || d != *r),
         };
-        if let Some(prev) = premask {
-            let q = Digest::masked(prev, form.gen);
-            if keep && q.len() >= MIN_MASK_LEN && q != d {
-                out.push((ch, q));
-            }
-        }
         if raw.is_none() {
             raw = Some(d.clone());
         } else if form.extends.is_none() {
             base = Some(d.clone());
         }
-        if keep && premask.is_none() {
+        if keep {
             out.push((ch, d));
+        }
+    });
+}
+
+/// Push the digest of each form of `v` as `prev` masks it, where that differs and is long
+/// enough. `quick` finds any of `prev`'s automaton patterns: a form without one (and
+/// without line breaks, which `prev`'s base64 channel would skip) is left as it is by
+/// `prev`, so it costs one fast search instead of a masking pass.
+fn premasked_forms(
+    v: &[u8],
+    prev: &Masker,
+    quick: Option<&aho_corasick::AhoCorasick>,
+    out: &mut Vec<(Channel, Digest)>,
+) {
+    let mut first = true;
+    let mut bytes: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(2 * v.len()));
+    forms::each_form(v, &mut |form| {
+        let is_raw = std::mem::take(&mut first);
+        if !form.premask {
+            return;
+        }
+        bytes.clear();
+        (form.gen)(&mut |p| bytes.extend_from_slice(p));
+        let keep = is_raw
+            || (bytes.len() >= MIN_MASK_LEN
+                && (form.channel != Channel::Raw || bytes.as_slice() != v));
+        let breaks = bytes.iter().any(|&b| b == b'\n' || b == b'\r');
+        let untouched = quick.is_some_and(|q| !breaks && !q.is_match(bytes.as_slice()));
+        if !keep || untouched {
+            return;
+        }
+        let gen = |e: forms::Emit<'_>| e(&bytes);
+        let q = Digest::masked(prev, &gen);
+        if q.len() >= MIN_MASK_LEN && q != Digest::of(&gen) {
+            out.push((form.channel, q));
         }
     });
 }

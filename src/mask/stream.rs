@@ -194,6 +194,12 @@ impl StreamState {
     pub(super) fn pending_spans(&self) -> usize {
         self.spans.len()
     }
+
+    /// Candidate runs the engine holds.
+    #[cfg(test)]
+    pub(super) fn candidate_runs(&self) -> usize {
+        self.scan.as_ref().map_or(0, Scanner::candidate_runs)
+    }
 }
 
 /// Merge `[s, e)` into `spans`, joining every span it overlaps or touches.
