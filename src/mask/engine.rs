@@ -317,8 +317,14 @@ impl Digest {
             len: 0,
             hash: 0,
             head: Zeroizing::new(Vec::with_capacity(ANCHOR)),
-            buf: Zeroizing::new(Vec::with_capacity(Self::BLOCK)),
+            buf: Zeroizing::new(Vec::new()),
         }
+    }
+
+    /// Hash what is gathered and let the gathering buffer go: a kept digest is small.
+    fn finish(&mut self, hs: &Hasher) {
+        self.flush(hs);
+        self.buf = Zeroizing::new(Vec::new());
     }
 
     /// The digest of the form `gen` produces.
@@ -326,7 +332,7 @@ impl Digest {
         let mut d = Digest::new();
         let hs = hasher();
         gen(&mut |p| d.feed(hs, p));
-        d.flush(hs);
+        d.finish(hs);
         d
     }
 
@@ -345,7 +351,7 @@ impl Digest {
         });
         st.finish(&mut *out);
         d.feed(hs, &out);
-        d.flush(hs);
+        d.finish(hs);
         d
     }
 
@@ -359,7 +365,7 @@ impl Digest {
             buf: Zeroizing::new(Vec::new()),
         };
         d.feed(hs, suffix);
-        d.flush(hs);
+        d.finish(hs);
         d
     }
 
@@ -374,6 +380,10 @@ impl Digest {
         }
         if self.buf.len() + p.len() > Self::BLOCK {
             self.flush(hs);
+        }
+        if self.buf.capacity() == 0 {
+            // One allocation, never grown (so no unwiped copies).
+            self.buf.reserve_exact(Self::BLOCK);
         }
         self.buf.extend_from_slice(p);
     }

@@ -89,9 +89,15 @@ impl Held {
                 self.buf.copy_within(self.start.., 0);
                 self.buf.truncate(live);
             } else {
-                let cap = (live + new.len())
-                    .max((2 * self.buf.capacity()).min(2 * self.limit))
-                    .max(64);
+                // Doubling, but not past twice the limit while that suffices (held bytes
+                // stay below the limit), so that growth is amortised either way.
+                let need = live + new.len();
+                let doubled = (2 * self.buf.capacity()).max(64);
+                let cap = if need <= 2 * self.limit {
+                    need.max(doubled.min(2 * self.limit))
+                } else {
+                    need.max(doubled)
+                };
                 let mut grown = Zeroizing::new(Vec::with_capacity(cap));
                 grown.extend_from_slice(&self.buf[self.start..]);
                 self.buf = grown;
