@@ -112,7 +112,7 @@ const SCENARIOS: &[Scenario] = &[
             let mut log = v[..100].to_vec();
             log.extend_from_slice(&text(16 * MIB, 4));
             let mut breaks = STANDARD.encode(&v).as_bytes()[..100].to_vec();
-            breaks.extend(std::iter::repeat_n(b'\n', 16 * MIB));
+            breaks.resize(breaks.len() + 16 * MIB, b'\n');
             Box::new(move || {
                 let m = Arc::new(Masker::for_variables([v.as_slice()]));
                 let out = capture(&m, &log, 2 * MIB);
