@@ -26,8 +26,9 @@ struct PrefixHashes {
     buf: Zeroizing<Vec<u8>>,
     buf_at: u64,
     /// Prefix hashes at multiples of 8: `ck[i]` = H(`ck_at` + 8i), up to the piece's end.
-    /// Any other prefix hash in `buf` costs at most one multiplication from these.
-    ck: Vec<u64>,
+    /// Any other prefix hash in `buf` costs at most one multiplication from these. Hashes
+    /// of output not yet masked: wiped too.
+    ck: Zeroizing<Vec<u64>>,
     ck_at: u64,
 }
 
@@ -86,7 +87,7 @@ impl ChanScan {
             hashes: PrefixHashes {
                 buf: Zeroizing::new(Vec::new()),
                 buf_at: 0,
-                ck: vec![0],
+                ck: Zeroizing::new(vec![0]),
                 ck_at: 0,
             },
             runs: (0..ch.long.len()).map(|_| VecDeque::new()).collect(),

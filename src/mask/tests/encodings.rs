@@ -343,3 +343,28 @@ fn bash_quoted_forms() {
     assert_eq!(m.mask_str(r"\#start~:\~x"), "***");
     assert_eq!(m.mask_str(r"pre#start~:\~x"), "pre***");
 }
+
+#[test]
+fn base64url_of_the_json_contents_is_masked() {
+    // A JWT claim: the value JSON-escaped inside a JSON payload, base64url without padding.
+    let v = "pa\"ss\\wörd/with-quotes";
+    let m = masker(&[v.as_bytes()]);
+    let payload = serde_json::json!({ "sub": "svc", "secret": v, "n": 1 }).to_string();
+    let escaped = serde_json::to_string(v).unwrap();
+    let escaped = &escaped.as_bytes()[1..escaped.len() - 1];
+    assert_ne!(escaped, v.as_bytes(), "the test needs escaping");
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiJ9.{}.c2lnbmF0dXJl",
+        URL_SAFE_NO_PAD.encode(payload.as_bytes())
+    );
+    let offset = payload.find("pa\\\"").unwrap();
+    let core = core_of(&URL_SAFE_NO_PAD, escaped, offset % 3);
+    assert!(contains(jwt.as_bytes(), &core));
+    let out = m.mask(jwt.as_bytes());
+    assert!(
+        !any_window(&out, &core, 8),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(contains(&out, b"***") && out.ends_with(b".c2lnbmF0dXJl"));
+}
