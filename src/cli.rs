@@ -26,6 +26,7 @@ use crate::mask::Masker;
 use crate::secret::{secret_bytes, Variables};
 use crate::template::Template;
 
+pub mod dev;
 pub mod manager;
 pub mod run;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the agent endpoint and dispatch hub (the control plane's side).
     Manager(manager::ManagerArgs),
+    /// The control plane and a local agent in one process, for trying things out.
+    Dev(dev::DevArgs),
 }
 
 /// `csm-agent test-run`.
@@ -586,6 +589,7 @@ pub fn main(cli: Cli) -> i32 {
     match &cli.command {
         Command::Run(a) => return run::main(a, &cli.log),
         Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::Dev(a) => return dev::main(a, &cli.log),
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
@@ -605,7 +609,7 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run(args, &mut out, &mut err).await
             }
-            Command::Run(_) | Command::Manager(_) => ErrorKind::Internal.exit_code(),
+            Command::Run(_) | Command::Manager(_) | Command::Dev(_) => ErrorKind::Internal.exit_code(),
         }
     })
 }
