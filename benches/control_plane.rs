@@ -96,16 +96,28 @@ fn floor(dir: &std::path::Path, n: usize, value_file: &std::path::Path, want: &s
     let t = Instant::now();
     let path = dir.join(format!("floor-{n}.sh"));
     let mut f = std::fs::File::create(&path).unwrap();
-    write!(f, "secret=$(cat \"{}\")\nprintf %s \"$secret\"\n", value_file.display()).unwrap();
+    write!(
+        f,
+        "secret=$(cat \"{}\")\nprintf %s \"$secret\"\n",
+        value_file.display()
+    )
+    .unwrap();
     drop(f);
-    let out = Command::new("/bin/bash").arg(&path).current_dir(dir).output().unwrap();
+    let out = Command::new("/bin/bash")
+        .arg(&path)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, want.as_bytes());
     std::fs::remove_file(&path).unwrap();
     t.elapsed()
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -130,7 +142,10 @@ fn main() {
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let url = loop {
         let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "dev exited");
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "dev exited"
+        );
         if let Some(rest) = line.strip_prefix("export CSM_URL=") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -212,7 +227,11 @@ fn main() {
     let s = Instant::now();
     let handles: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let (dir, v, done) = (dir.path().to_path_buf(), values.join(format!("v{i}")), done.clone());
+            let (dir, v, done) = (
+                dir.path().to_path_buf(),
+                values.join(format!("v{i}")),
+                done.clone(),
+            );
             std::thread::spawn(move || {
                 let want = format!("value-{i}");
                 let mut n = 0;
@@ -233,6 +252,9 @@ fn main() {
         if r >= 0.5 { "OK" } else { "MISSED" }
     );
 
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let _ = child.wait();
 }

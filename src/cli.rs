@@ -609,7 +609,9 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run(args, &mut out, &mut err).await
             }
-            Command::Run(_) | Command::Manager(_) | Command::Dev(_) => ErrorKind::Internal.exit_code(),
+            Command::Run(_) | Command::Manager(_) | Command::Dev(_) => {
+                ErrorKind::Internal.exit_code()
+            }
         }
     })
 }

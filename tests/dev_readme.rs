@@ -8,8 +8,11 @@ mod support;
 use cp_support::*;
 
 fn walkthrough() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("\n## Walk-through").expect("a Walk-through section");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n## Walk-through")
+        .expect("a Walk-through section");
     let rest = &readme[start + 1..];
     let end = rest[3..].find("\n## ").map(|i| i + 3).unwrap_or(rest.len());
     let section = &rest[..end];
@@ -32,12 +35,22 @@ fn walkthrough() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_runs_against_a_real_dev_process() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
-        support::skip::skip("the_readme_walkthrough_runs_against_a_real_dev_process", "curl is not installed (scripts/ci-setup-cp.sh installs it)");
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip::skip(
+            "the_readme_walkthrough_runs_against_a_real_dev_process",
+            "curl is not installed (scripts/ci-setup-cp.sh installs it)",
+        );
         return;
     }
     let script = walkthrough();
-    assert!(script.contains("createSecretManager") && script.contains("resolveSecret"), "{script}");
+    assert!(
+        script.contains("createSecretManager") && script.contains("resolveSecret"),
+        "{script}"
+    );
     let demo = tempfile::tempdir().unwrap();
     let script = script.replace("/tmp/csm-demo", demo.path().to_str().unwrap());
     let dev = DevProc::start(ADMIN_KEY, &[]);
@@ -66,11 +79,17 @@ async fn the_readme_walkthrough_runs_against_a_real_dev_process() {
         r#""code":"in_use""#,
         r#"{"data":{"deleteSecretManager":{"clientMutationId":"xPxNsOusEaAsdQifDdGxx"}}}"#,
     ] {
-        assert!(stdout.contains(want), "missing {want} in:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stdout.contains(want),
+            "missing {want} in:\n{stdout}\nstderr:\n{stderr}"
+        );
     }
     // Exactly the two errors the README announces.
     assert_eq!(stdout.matches("\"errors\"").count(), 2, "{stdout}");
     // Every id was captured.
-    assert!(!stdout.contains("template: \n") && !stdout.contains("secret: \n"), "{stdout}");
+    assert!(
+        !stdout.contains("template: \n") && !stdout.contains("secret: \n"),
+        "{stdout}"
+    );
     assert!(dev.stop().success());
 }

@@ -35,19 +35,32 @@ async fn integrity_lives_in_the_store() {
     let t = row(ObjectKind::Template, "t", &[]);
     s.insert(t.clone()).await.unwrap();
     // Names are unique per kind, not across kinds.
-    assert!(matches!(s.insert(row(ObjectKind::Template, "t", &[])).await, Err(StoreError::NameTaken { .. })));
-    s.insert(row(ObjectKind::SecretManager, "t", &[&t.id])).await.unwrap();
+    assert!(matches!(
+        s.insert(row(ObjectKind::Template, "t", &[])).await,
+        Err(StoreError::NameTaken { .. })
+    ));
+    s.insert(row(ObjectKind::SecretManager, "t", &[&t.id]))
+        .await
+        .unwrap();
     // A reference to nothing is refused, and nothing is written.
     let dangling = row(ObjectKind::SecretManager, "d", &["no-such-id"]);
-    assert_eq!(s.insert(dangling.clone()).await, Err(StoreError::MissingRef("no-such-id".into())));
+    assert_eq!(
+        s.insert(dangling.clone()).await,
+        Err(StoreError::MissingRef("no-such-id".into()))
+    );
     assert!(s.get(&dangling.id).await.unwrap().is_none());
     // A referenced row cannot be deleted.
     let by = s.referrers(&t.id).await.unwrap();
     assert_eq!(by.len(), 1);
-    assert!(matches!(s.delete(ObjectKind::Template, &t.id, 1).await, Err(StoreError::InUse { .. })));
+    assert!(matches!(
+        s.delete(ObjectKind::Template, &t.id, 1).await,
+        Err(StoreError::InUse { .. })
+    ));
     // Lists page and count.
     for i in 0..5 {
-        s.insert(row(ObjectKind::EncryptedText, &format!("s{i}"), &[])).await.unwrap();
+        s.insert(row(ObjectKind::EncryptedText, &format!("s{i}"), &[]))
+            .await
+            .unwrap();
     }
     let p = s.list(ObjectKind::EncryptedText, 2, 3).await.unwrap();
     assert_eq!((p.items.len(), p.total), (2, 5));
@@ -77,7 +90,9 @@ async fn concurrent_writers_never_lose_an_update() {
             for _ in 0..per {
                 loop {
                     let mut cur = s.get(&id).await.unwrap().unwrap();
-                    let n: u64 = serde_json::from_str::<serde_json::Value>(&cur.body).unwrap()["n"].as_u64().unwrap();
+                    let n: u64 = serde_json::from_str::<serde_json::Value>(&cur.body).unwrap()["n"]
+                        .as_u64()
+                        .unwrap();
                     let v = cur.version;
                     cur.body = format!("{{\"n\":{}}}", n + 1);
                     cur.name = format!("counter-{w}");
@@ -96,15 +111,23 @@ async fn concurrent_writers_never_lose_an_update() {
         stale += t.await.unwrap();
     }
     let fin = s.get(&r.id).await.unwrap().unwrap();
-    let n = serde_json::from_str::<serde_json::Value>(&fin.body).unwrap()["n"].as_u64().unwrap();
-    assert_eq!(n, (writers * per) as u64, "every increment landed exactly once");
+    let n = serde_json::from_str::<serde_json::Value>(&fin.body).unwrap()["n"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        n,
+        (writers * per) as u64,
+        "every increment landed exactly once"
+    );
     assert_eq!(fin.version, 1 + (writers * per) as i64);
     eprintln!("{stale} stale writes were refused and retried");
     // Concurrent inserts of one name: exactly one wins.
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.insert(row(ObjectKind::SecretManager, "same", &[])).await }));
+        tasks.push(tokio::spawn(async move {
+            s.insert(row(ObjectKind::SecretManager, "same", &[])).await
+        }));
     }
     let mut won = 0;
     for t in tasks {
@@ -129,12 +152,20 @@ async fn a_busy_database_gets_a_bounded_retry_and_no_partial_row() {
     let e = s.insert(r.clone()).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(e, StoreError::Busy);
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(15), "bounded: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "bounded: {took:?}"
+    );
     other.execute_batch("ROLLBACK").unwrap();
-    assert!(s.get(&r.id).await.unwrap().is_none(), "nothing half-written");
+    assert!(
+        s.get(&r.id).await.unwrap().is_none(),
+        "nothing half-written"
+    );
     // Released: the same write succeeds, and the file is intact.
     s.insert(r.clone()).await.unwrap();
-    let ok: String = other.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = other
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     // A lock released while a write waits: the write goes through.
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -169,12 +200,19 @@ async fn a_sealed_value_copied_to_another_row_does_not_decrypt() {
     .unwrap();
     let moved = s.get(&a.id).await.unwrap().unwrap();
     assert_eq!(moved.sealed, b.sealed, "the bytes were copied");
-    assert!(model::open(&key, &moved).is_err(), "but they do not decrypt in a's row");
+    assert!(
+        model::open(&key, &moved).is_err(),
+        "but they do not decrypt in a's row"
+    );
     // Positive control: the plaintext is nowhere in the file.
     let db = std::fs::read(dir.path().join(DB_FILE)).unwrap();
     let wal = std::fs::read(dir.path().join(format!("{DB_FILE}-wal"))).unwrap_or_default();
     for f in [&db, &wal] {
         assert!(!f.windows(10).any(|w| w == b"value-of-a"));
     }
-    assert!(db.windows(1).count() > 0 && (db.windows(6).any(|w| w == b"object") || wal.windows(6).any(|w| w == b"object")), "the scan reads the schema text");
+    assert!(
+        db.windows(1).count() > 0
+            && (db.windows(6).any(|w| w == b"object") || wal.windows(6).any(|w| w == b"object")),
+        "the scan reads the schema text"
+    );
 }

@@ -96,7 +96,14 @@ pub async fn serve(
     let manager = {
         let (hub, stop) = (hub.clone(), stop_manager.clone());
         tokio::spawn(async move {
-            crate::manager::serve_with(listener, hub, mcfg, api::router(state), stop.cancelled_owned()).await
+            crate::manager::serve_with(
+                listener,
+                hub,
+                mcfg,
+                api::router(state),
+                stop.cancelled_owned(),
+            )
+            .await
         })
     };
 
@@ -131,7 +138,10 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("stopping: draining the local agent");
     agent_shutdown.drain.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), agent).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .is_err()
+    {
         agent_shutdown.abort.cancel();
     }
     stop_manager.cancel();
@@ -157,7 +167,9 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
     };
     super::run::init_logging(&level, format);
     let (key, generated) = match &args.api_key {
-        Some(k) if k.len() >= crate::manager::auth::MIN_KEY_LEN => (Zeroizing::new(k.clone()), false),
+        Some(k) if k.len() >= crate::manager::auth::MIN_KEY_LEN => {
+            (Zeroizing::new(k.clone()), false)
+        }
         Some(_) => {
             eprintln!(
                 "error[invalid_input]: the API key must be at least {} characters",
@@ -180,7 +192,10 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
         },
     };
     let temporary = _temp.is_some();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error[internal]: cannot start the runtime: {e}");
@@ -195,7 +210,10 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
                 return ErrorKind::InvalidInput.exit_code();
             }
         };
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
                 eprintln!("error[internal]: cannot install signal handlers");
@@ -210,21 +228,42 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
         };
         let ready = |info: &DevInfo| {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "csm-agent dev: a control plane and a local agent (selectors: {DEV_SELECTOR}, {})", agent::hostname());
-            let _ = writeln!(out, "GraphQL:  {}   (open it in a browser for GraphiQL)", info.url);
+            let _ = writeln!(
+                out,
+                "csm-agent dev: a control plane and a local agent (selectors: {DEV_SELECTOR}, {})",
+                agent::hostname()
+            );
+            let _ = writeln!(
+                out,
+                "GraphQL:  {}   (open it in a browser for GraphiQL)",
+                info.url
+            );
             let _ = writeln!(
                 out,
                 "API key:  {}   ({})",
                 key.as_str(),
-                if generated { "generated for this run; choose one with --api-key or CSM_API_KEY" } else { "from --api-key / CSM_API_KEY" }
+                if generated {
+                    "generated for this run; choose one with --api-key or CSM_API_KEY"
+                } else {
+                    "from --api-key / CSM_API_KEY"
+                }
             );
             let _ = writeln!(
                 out,
                 "Data:     {}{}",
                 info.data_dir.display(),
-                if info.temporary { "   (temporary: deleted on exit; keep it with --data-dir)" } else { "" }
+                if info.temporary {
+                    "   (temporary: deleted on exit; keep it with --data-dir)"
+                } else {
+                    ""
+                }
             );
-            let _ = writeln!(out, "export CSM_URL={} CSM_API_KEY={}", info.url, key.as_str());
+            let _ = writeln!(
+                out,
+                "export CSM_URL={} CSM_API_KEY={}",
+                info.url,
+                key.as_str()
+            );
             let _ = out.flush();
         };
         match serve(listener, data_dir, keys, ready, temporary, stop).await {

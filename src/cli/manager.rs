@@ -60,7 +60,9 @@ fn api_keys(args: &ManagerArgs) -> Result<crate::manager::auth::ApiKeys, String>
     if let Some(k) = std::env::var_os("CSM_API_KEY") {
         let k = zeroize::Zeroizing::new(k.into_encoded_bytes());
         if k.len() < MIN_KEY_LEN {
-            return Err(format!("CSM_API_KEY must be at least {MIN_KEY_LEN} characters"));
+            return Err(format!(
+                "CSM_API_KEY must be at least {MIN_KEY_LEN} characters"
+            ));
         }
         keys.add(&k, Role::Admin);
     }

@@ -95,7 +95,9 @@ pub struct ApiState {
 
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiState").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("ApiState")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,10 @@ pub fn open(cfg: ApiConfig, hub: Hub) -> Result<(ControlPlane, Arc<ApiState>), S
                 source: super::store::StoreError::Backend(e.to_string()),
             })?;
     }
-    let key = Arc::new(MasterKey::load_or_create(&cfg.data_dir, cfg.master_key_file.clone())?);
+    let key = Arc::new(MasterKey::load_or_create(
+        &cfg.data_dir,
+        cfg.master_key_file.clone(),
+    )?);
     let store = SqliteStore::open(&cfg.data_dir, &key).map_err(|source| StartError::Store {
         dir: cfg.data_dir.display().to_string(),
         source,
@@ -213,7 +218,8 @@ async fn graphql_post(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
                     match e.classify() {
                         serde_json::error::Category::Syntax => "syntax error",
                         serde_json::error::Category::Eof => "unexpected end",
-                        serde_json::error::Category::Data => "wrong shape: expected {\"query\": …, \"variables\": {…}}",
+                        serde_json::error::Category::Data =>
+                            "wrong shape: expected {\"query\": …, \"variables\": {…}}",
                         serde_json::error::Category::Io => "read error",
                     },
                     e.line(),
@@ -226,7 +232,13 @@ async fn graphql_post(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
     let resp = st.schema.execute(req.data(caller)).await;
     let mut json = match serde_json::to_value(&resp) {
         Ok(j) => j,
-        Err(_) => return error_body(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the response could not be encoded"),
+        Err(_) => {
+            return error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the response could not be encoded",
+            )
+        }
     };
     drop(resp);
     if let Some(errors) = json.get_mut("errors").and_then(|e| e.as_array_mut()) {

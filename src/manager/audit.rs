@@ -39,7 +39,8 @@ impl Trail {
 
     /// Note an object the operation touched (ids only; duplicates are dropped).
     pub fn object(&mut self, id: &str) {
-        if !id.is_empty() && !self.object_ids.iter().any(|x| x == id) && self.object_ids.len() < 16 {
+        if !id.is_empty() && !self.object_ids.iter().any(|x| x == id) && self.object_ids.len() < 16
+        {
             self.object_ids.push(id.to_string());
         }
     }

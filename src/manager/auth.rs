@@ -214,8 +214,14 @@ mod tests {
         .unwrap();
         assert_eq!(k.len(), 3);
         assert_eq!(k.verify(b"admin-key-0123456789").unwrap().role, Role::Admin);
-        assert_eq!(k.verify(b"reader-key-0123456789").unwrap().role, Role::Resolve);
-        assert_eq!(k.verify(b"second-admin-0123456789").unwrap().role, Role::Admin);
+        assert_eq!(
+            k.verify(b"reader-key-0123456789").unwrap().role,
+            Role::Resolve
+        );
+        assert_eq!(
+            k.verify(b"second-admin-0123456789").unwrap().role,
+            Role::Admin
+        );
         assert!(k.verify(b"reader-key-012345678").is_none());
         assert!(k.verify(b"resolve reader-key-0123456789").is_none());
         assert!(k.verify(b"").is_none());

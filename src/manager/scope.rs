@@ -106,10 +106,14 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// Both or neither of `filterType` and `appId`.
-    #[error("usageScope.appEnvScopes[{0}].application must give exactly one of filterType and appId")]
+    #[error(
+        "usageScope.appEnvScopes[{0}].application must give exactly one of filterType and appId"
+    )]
     Application(usize),
     /// Both or neither of `filterType` and `envId`.
-    #[error("usageScope.appEnvScopes[{0}].environment must give exactly one of filterType and envId")]
+    #[error(
+        "usageScope.appEnvScopes[{0}].environment must give exactly one of filterType and envId"
+    )]
     Environment(usize),
     /// An empty id.
     #[error("usageScope.appEnvScopes[{0}] has an empty id")]
@@ -231,7 +235,10 @@ mod tests {
             filter_type: None,
             env_id: None,
         };
-        assert_eq!(scope(all(), none).validate(), Err(ScopeError::Environment(0)));
+        assert_eq!(
+            scope(all(), none).validate(),
+            Err(ScopeError::Environment(0))
+        );
         assert!(scope(app("a"), env("e")).validate().is_ok());
     }
 }

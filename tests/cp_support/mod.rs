@@ -35,7 +35,9 @@ pub struct Reply {
 pub async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = tokio::net::TcpStream::connect(hostport).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(hostport)
+        .await
+        .expect("connect");
     let mut req = format!(
         "POST {} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         if path.is_empty() { "/" } else { path },
@@ -55,7 +57,9 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
 pub async fn get(url: &str) -> Reply {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = tokio::net::TcpStream::connect(hostport).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(hostport)
+        .await
+        .expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     read_reply(s).await
@@ -71,7 +75,10 @@ async fn read_reply(mut s: tokio::net::TcpStream) -> Reply {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -86,8 +93,12 @@ async fn read_reply(mut s: tokio::net::TcpStream) -> Reply {
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     loop {
-        let Some((len, rest)) = s.split_once("\r\n") else { break };
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else { break };
+        let Some((len, rest)) = s.split_once("\r\n") else {
+            break;
+        };
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -134,7 +145,11 @@ impl Gql {
     pub async fn ok(&self, query: &str, variables: Value) -> Value {
         let r = self.send(query, variables).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.json.get("errors").is_none(), "unexpected errors: {}", r.body);
+        assert!(
+            r.json.get("errors").is_none(),
+            "unexpected errors: {}",
+            r.body
+        );
         r.json["data"].clone()
     }
 
@@ -158,11 +173,21 @@ impl Gql {
                 json!({"i": {"name": name, "scriptString": script, "variables": vars, "timeoutMillis": 20000}}),
             )
             .await;
-        d["createTemplate"]["template"]["id"].as_str().unwrap().to_string()
+        d["createTemplate"]["template"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `createSecretManager` running on the agent with `selectors`; the id.
-    pub async fn manager(&self, name: &str, template: &str, tests: Value, selectors: &[&str], scope: Value) -> String {
+    pub async fn manager(
+        &self,
+        name: &str,
+        template: &str,
+        tests: Value,
+        selectors: &[&str],
+        scope: Value,
+    ) -> String {
         let d = self
             .ok(
                 CREATE_SM,
@@ -172,11 +197,20 @@ impl Gql {
                     "commandPath": "/tmp", "usageScope": scope}}}),
             )
             .await;
-        d["createSecretManager"]["secretManager"]["id"].as_str().unwrap().to_string()
+        d["createSecretManager"]["secretManager"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `createSecret` with parameters for a manager; the id.
-    pub async fn param_secret(&self, name: &str, manager: &str, params: Value, scope: Value) -> String {
+    pub async fn param_secret(
+        &self,
+        name: &str,
+        manager: &str,
+        params: Value,
+        scope: Value,
+    ) -> String {
         let d = self
             .ok(
                 CREATE_SECRET,
@@ -184,7 +218,10 @@ impl Gql {
                     "name": name, "secretManagerId": manager, "parameters": params, "usageScope": scope}}}),
             )
             .await;
-        d["createSecret"]["secret"]["id"].as_str().unwrap().to_string()
+        d["createSecret"]["secret"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `createSecret` with a built-in value; the id.
@@ -195,11 +232,20 @@ impl Gql {
                 json!({"input": {"secretType": "ENCRYPTED_TEXT", "encryptedText": {"name": name, "value": value}}}),
             )
             .await;
-        d["createSecret"]["secret"]["id"].as_str().unwrap().to_string()
+        d["createSecret"]["secret"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `resolveSecret`: Ok(value) or Err((code, message)).
-    pub async fn resolve(&self, id: &str, app: Option<&str>, env: Option<&str>, env_type: Option<&str>) -> Result<String, (String, String)> {
+    pub async fn resolve(
+        &self,
+        id: &str,
+        app: Option<&str>,
+        env: Option<&str>,
+        env_type: Option<&str>,
+    ) -> Result<String, (String, String)> {
         let r = self
             .send(
                 RESOLVE,
@@ -208,7 +254,11 @@ impl Gql {
             .await;
         match r.json["errors"][0].as_object() {
             Some(e) => {
-                assert!(r.json["data"]["resolveSecret"].is_null(), "an error with a value: {}", r.body);
+                assert!(
+                    r.json["data"]["resolveSecret"].is_null(),
+                    "an error with a value: {}",
+                    r.body
+                );
                 Err((
                     e["extensions"]["code"].as_str().unwrap_or("").to_string(),
                     e["message"].as_str().unwrap_or("").to_string(),
@@ -234,11 +284,13 @@ pub const CREATE_SM: &str = "mutation($secretManagerInput: CreateSecretManagerIn
 /// A createSecret document.
 pub const CREATE_SECRET: &str = "mutation($input: CreateSecretInput!) { createSecret(input: $input) { clientMutationId secret { id name secretType ... on EncryptedText { secretManagerId } } } }";
 /// A resolveSecret document.
-pub const RESOLVE: &str = "mutation($i: ResolveSecretInput!) { resolveSecret(input: $i) { value } }";
+pub const RESOLVE: &str =
+    "mutation($i: ResolveSecretInput!) { resolveSecret(input: $i) { value } }";
 
 /// A template that reads `${key}` from a file store `store.tsv` under `${path}` (a
 /// directory), in the manner of the README: `secret` is the value on the line for key.
-pub const FILE_STORE_SCRIPT: &str = "secret=$(awk -F'\\t' -v k=\"${key}\" '$1 == k { print $2 }' \"${path}/store.tsv\")";
+pub const FILE_STORE_SCRIPT: &str =
+    "secret=$(awk -F'\\t' -v k=\"${key}\" '$1 == k { print $2 }' \"${path}/store.tsv\")";
 
 /// Write a file store with `(key, value)` lines into `dir/store.tsv`.
 pub fn write_store(dir: &Path, rows: &[(&str, &str)]) {
@@ -320,7 +372,10 @@ impl InProc {
     pub async fn start(dir: &Path) -> InProc {
         let mut keys = csm_agent::manager::auth::ApiKeys::empty();
         keys.add(ADMIN_KEY.as_bytes(), csm_agent::manager::auth::Role::Admin);
-        keys.add(RESOLVE_KEY.as_bytes(), csm_agent::manager::auth::Role::Resolve);
+        keys.add(
+            RESOLVE_KEY.as_bytes(),
+            csm_agent::manager::auth::Role::Resolve,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
@@ -372,11 +427,15 @@ impl InProc {
 
 /// Every file of the store: the database, its WAL and shared memory.
 pub fn store_files(dir: &Path) -> Vec<PathBuf> {
-    ["control-plane.db", "control-plane.db-wal", "control-plane.db-shm"]
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| p.exists())
-        .collect()
+    [
+        "control-plane.db",
+        "control-plane.db-wal",
+        "control-plane.db-shm",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .filter(|p| p.exists())
+    .collect()
 }
 
 /// Whether any store file holds `needle`.

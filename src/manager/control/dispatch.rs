@@ -21,9 +21,13 @@ use secrecy::ExposeSecret;
 use crate::error::ErrorKind;
 use crate::manager::audit::Trail;
 use crate::manager::hub::TaskRequest;
-use crate::manager::model::{self, ManagerBody, SecretMap, SshBody, SshCredentialType, TemplateBody, TextBody};
+use crate::manager::model::{
+    self, ManagerBody, SecretMap, SshBody, SshCredentialType, TemplateBody, TextBody,
+};
 use crate::manager::store::{ObjectKind, Row};
-use crate::protocol::{self, Retry, SshCredentials, SshSpec, Target, TaskKind, TemplateSpec, WireSecret};
+use crate::protocol::{
+    self, Retry, SshCredentials, SshSpec, Target, TaskKind, TemplateSpec, WireSecret,
+};
 use crate::secret::SecretBytes;
 
 use super::{set_text, ApiError, ControlPlane};
@@ -85,7 +89,8 @@ impl ControlPlane {
             .find(ObjectKind::EncryptedText, id)
             .await?
             .ok_or_else(|| ApiError::invalid(format!("{what}: no encrypted text with id {id}")))?;
-        let body: TextBody = model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
+        let body: TextBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
         if body.secret_manager_id.is_some() {
             return Err(ApiError::invalid(format!(
                 "{what}: secret {id} is held by a custom secrets manager; only built-in secrets can be used here"
@@ -95,12 +100,22 @@ impl ControlPlane {
     }
 
     /// An SSH credential's target for `host`.
-    pub(crate) async fn ssh_target(&self, connector_id: &str, host: &str, command_path: &str) -> Result<Target, ApiError> {
+    pub(crate) async fn ssh_target(
+        &self,
+        connector_id: &str,
+        host: &str,
+        command_path: &str,
+    ) -> Result<Target, ApiError> {
         let row = self
             .find(ObjectKind::SshCredential, connector_id)
             .await?
-            .ok_or_else(|| ApiError::invalid(format!("connectorId {connector_id} is not an SSH credential")))?;
-        let c: SshBody = model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored SSH credential is unreadable"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "connectorId {connector_id} is not an SSH credential"
+                ))
+            })?;
+        let c: SshBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored SSH credential is unreadable"))?;
         let passphrase = match &c.passphrase_secret_id {
             Some(id) => Some(self.builtin_value(id, "the SSH key's passphrase").await?),
             None => None,
@@ -108,7 +123,10 @@ impl ControlPlane {
         let credentials = match c.credential_type {
             SshCredentialType::SshKey => SshCredentials::Key {
                 private_key: self
-                    .builtin_value(c.key_secret_id.as_deref().unwrap_or_default(), "the SSH key")
+                    .builtin_value(
+                        c.key_secret_id.as_deref().unwrap_or_default(),
+                        "the SSH key",
+                    )
                     .await?,
                 passphrase,
             },
@@ -118,7 +136,10 @@ impl ControlPlane {
             },
             SshCredentialType::Password => SshCredentials::Password {
                 password: self
-                    .builtin_value(c.password_secret_id.as_deref().unwrap_or_default(), "the SSH password")
+                    .builtin_value(
+                        c.password_secret_id.as_deref().unwrap_or_default(),
+                        "the SSH password",
+                    )
                     .await?,
             },
         };
@@ -135,9 +156,10 @@ impl ControlPlane {
     /// Fail at once, naming the selectors, when no connected agent could take the task.
     pub(crate) fn check_agents(&self, selectors: &[String]) -> Result<(), ApiError> {
         let want = normalized(selectors);
-        let ok = self.hub.agents().iter().any(|a| {
-            a.connected && !a.draining && want.iter().all(|s| a.selectors.contains(s))
-        });
+        let ok =
+            self.hub.agents().iter().any(|a| {
+                a.connected && !a.draining && want.iter().all(|s| a.selectors.contains(s))
+            });
         if ok {
             return Ok(());
         }
@@ -146,13 +168,20 @@ impl ControlPlane {
             if want.is_empty() {
                 "no agent is connected".to_string()
             } else {
-                format!("no connected agent has every selector of {}", set_text(&want))
+                format!(
+                    "no connected agent has every selector of {}",
+                    set_text(&want)
+                )
             },
         ))
     }
 
     /// Run the manager's script with `values` on an agent; the secret, or why not.
-    pub(crate) async fn run_script(&self, plan: Plan<'_>, trail: &mut Trail) -> Result<SecretBytes, ApiError> {
+    pub(crate) async fn run_script(
+        &self,
+        plan: Plan<'_>,
+        trail: &mut Trail,
+    ) -> Result<SecretBytes, ApiError> {
         let m = plan.manager;
         let t: TemplateBody = model::body(plan.template)
             .ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
@@ -188,13 +217,18 @@ impl ControlPlane {
                     .get("connectorId")
                     .map(|v| v.expose_secret().to_string())
                     .ok_or_else(|| {
-                        ApiError::invalid("isConnectorTemplatized: the values must include connectorId")
+                        ApiError::invalid(
+                            "isConnectorTemplatized: the values must include connectorId",
+                        )
                     })?
             } else {
                 m.connector_id.clone().unwrap_or_default()
             };
             let host = m.host.clone().unwrap_or_default();
-            (Vec::new(), self.ssh_target(&connector, &host, &m.command_path).await?)
+            (
+                Vec::new(),
+                self.ssh_target(&connector, &host, &m.command_path).await?,
+            )
         };
         let attempt = t
             .timeout_millis
@@ -210,7 +244,10 @@ impl ControlPlane {
                 }),
                 attempt.min(FETCH_BUDGET) + Duration::from_secs(5),
             ),
-            _ => (None, (attempt * 3 + Duration::from_secs(2)).min(FETCH_BUDGET)),
+            _ => (
+                None,
+                (attempt * 3 + Duration::from_secs(2)).min(FETCH_BUDGET),
+            ),
         };
         self.check_agents(&selectors)?;
         let req = TaskRequest {
@@ -234,7 +271,10 @@ impl ControlPlane {
             Ok(secret) => Ok(secret),
             Err(f) => Err(ApiError::kind(
                 f.kind,
-                format!("the script failed on agent {}: {}", outcome.agent_name, f.message),
+                format!(
+                    "the script failed on agent {}: {}",
+                    outcome.agent_name, f.message
+                ),
             )),
         }
     }

@@ -41,7 +41,10 @@ pub fn missing_test_values(names: &[String]) -> String {
 }
 
 /// Move `{name, value}` inputs into a [`SecretMap`]; `field` names the input in errors.
-pub fn params_to_map(params: Option<Vec<Option<EncryptedDataParams>>>, field: &str) -> Result<SecretMap, ApiError> {
+pub fn params_to_map(
+    params: Option<Vec<Option<EncryptedDataParams>>>,
+    field: &str,
+) -> Result<SecretMap, ApiError> {
     let mut map = SecretMap::default();
     for (i, p) in params.into_iter().flatten().enumerate() {
         let Some(p) = p else { continue };
@@ -84,16 +87,23 @@ fn selectors(v: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
 
 impl ControlPlane {
     async fn template_for(&self, id: &str) -> Result<(Row, TemplateBody), ApiError> {
-        let row = self
-            .find(ObjectKind::Template, id)
-            .await?
-            .ok_or_else(|| ApiError::invalid(format!("templateId {id} does not name a shell-script template")))?;
-        let body = model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
+        let row = self.find(ObjectKind::Template, id).await?.ok_or_else(|| {
+            ApiError::invalid(format!(
+                "templateId {id} does not name a shell-script template"
+            ))
+        })?;
+        let body = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
         Ok((row, body))
     }
 
     /// Every rule that needs no agent.
-    async fn check_manager(&self, m: &ManagerBody, t: &TemplateBody, values: &SecretMap) -> Result<(), ApiError> {
+    async fn check_manager(
+        &self,
+        m: &ManagerBody,
+        t: &TemplateBody,
+        values: &SecretMap,
+    ) -> Result<(), ApiError> {
         if m.command_path.trim().is_empty() {
             return Err(ApiError::invalid("commandPath must not be empty"));
         }
@@ -132,7 +142,11 @@ impl ControlPlane {
                     )
                 })?
             };
-            if self.find(ObjectKind::SshCredential, &connector).await?.is_none() {
+            if self
+                .find(ObjectKind::SshCredential, &connector)
+                .await?
+                .is_none()
+            {
                 return Err(ApiError::invalid(format!(
                     "connectorId {connector} does not name an SSH credential"
                 )));
@@ -152,7 +166,11 @@ impl ControlPlane {
     }
 
     /// `createSecretManager`.
-    pub async fn create_manager(&self, input: CreateSecretManagerInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn create_manager(
+        &self,
+        input: CreateSecretManagerInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         let c = input.custom_secret_manager_input;
         if input.secret_manager_type != SecretManagerType::Custom {
             return Err(not_custom());
@@ -160,7 +178,9 @@ impl ControlPlane {
         let c = c.ok_or_else(|| ApiError::invalid("customSecretManagerInput is required"))?;
         let values = params_to_map(c.test_variables, "testVariables")?;
         if c.is_default == Some(true) {
-            return Err(ApiError::invalid("A custom secret manager cannot be the default secret manager"));
+            return Err(ApiError::invalid(
+                "A custom secret manager cannot be the default secret manager",
+            ));
         }
         let name = c.name.unwrap_or_default();
         if !valid_manager_name(&name) {
@@ -168,7 +188,8 @@ impl ControlPlane {
                 "The name must match ^[0-9a-zA-Z-' !_]+$: letters, digits, spaces and - ' ! _",
             ));
         }
-        let template_id = non_empty(c.template_id).ok_or_else(|| ApiError::invalid("templateId is required"))?;
+        let template_id =
+            non_empty(c.template_id).ok_or_else(|| ApiError::invalid("templateId is required"))?;
         trail.object(&template_id);
         let (template, tbody) = self.template_for(&template_id).await?;
         let execute_on_delegate = c.execute_on_delegate.unwrap_or(false);
@@ -188,7 +209,11 @@ impl ControlPlane {
             trail.object(conn);
         }
         self.check_manager(&m, &tbody, &values).await?;
-        if self.find_by_name(ObjectKind::SecretManager, &name).await?.is_some() {
+        if self
+            .find_by_name(ObjectKind::SecretManager, &name)
+            .await?
+            .is_some()
+        {
             return Err(ApiError::new("conflict", NAME_TAKEN));
         }
         self.run_script(
@@ -211,30 +236,44 @@ impl ControlPlane {
     }
 
     /// `updateSecretManager`: only the non-empty fields given change; validates again.
-    pub async fn update_manager(&self, input: UpdateSecretManagerInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn update_manager(
+        &self,
+        input: UpdateSecretManagerInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         let c = input.custom_secret_manager_input;
         trail.object(&input.secret_manager_id);
         if input.secret_manager_type != SecretManagerType::Custom {
             return Err(not_custom());
         }
         let row = self
-            .get_kind(ObjectKind::SecretManager, &input.secret_manager_id, "secret manager")
+            .get_kind(
+                ObjectKind::SecretManager,
+                &input.secret_manager_id,
+                "secret manager",
+            )
             .await?;
         let Some(c) = c else {
             return Ok(row);
         };
         let given_values = params_to_map(c.test_variables, "testVariables")?;
-        let mut m: ManagerBody =
-            model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
+        let mut m: ManagerBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
         if c.is_default == Some(true) {
-            return Err(ApiError::invalid("A custom secret manager cannot be the default secret manager"));
+            return Err(ApiError::invalid(
+                "A custom secret manager cannot be the default secret manager",
+            ));
         }
-        if c.execute_on_delegate.is_some_and(|v| v != m.execute_on_delegate) {
+        if c.execute_on_delegate
+            .is_some_and(|v| v != m.execute_on_delegate)
+        {
             return Err(ApiError::invalid(
                 "executeOnDelegate cannot be changed after the secret manager is created",
             ));
         }
-        if c.is_connector_templatized.is_some_and(|v| v != m.is_connector_templatized) {
+        if c.is_connector_templatized
+            .is_some_and(|v| v != m.is_connector_templatized)
+        {
             return Err(ApiError::invalid(
                 "isConnectorTemplatized cannot be changed after the secret manager is created",
             ));
@@ -277,7 +316,12 @@ impl ControlPlane {
         let (template, tbody) = self.template_for(&m.template_id).await?;
         m.template_version = template.version;
         self.check_manager(&m, &tbody, &values).await?;
-        if name != row.name && self.find_by_name(ObjectKind::SecretManager, &name).await?.is_some() {
+        if name != row.name
+            && self
+                .find_by_name(ObjectKind::SecretManager, &name)
+                .await?
+                .is_some()
+        {
             return Err(ApiError::new("conflict", NAME_TAKEN));
         }
         self.run_script(
@@ -293,10 +337,13 @@ impl ControlPlane {
         let mut new = self.manager_row(row.id.clone(), name, &m, &values);
         new.created_ms = row.created_ms;
         new.updated_ms = now_ms();
-        self.store.update(new.clone(), row.version).await.map_err(|e| match e {
-            StoreError::NameTaken { .. } => ApiError::new("conflict", NAME_TAKEN),
-            e => e.into(),
-        })?;
+        self.store
+            .update(new.clone(), row.version)
+            .await
+            .map_err(|e| match e {
+                StoreError::NameTaken { .. } => ApiError::new("conflict", NAME_TAKEN),
+                e => e.into(),
+            })?;
         new.version = row.version + 1;
         Ok(new)
     }
@@ -304,7 +351,9 @@ impl ControlPlane {
     /// `deleteSecretManager`: refused while secrets use it.
     pub async fn delete_manager(&self, id: &str, trail: &mut Trail) -> Result<(), ApiError> {
         trail.object(id);
-        let row = self.get_kind(ObjectKind::SecretManager, id, "secret manager").await?;
+        let row = self
+            .get_kind(ObjectKind::SecretManager, id, "secret manager")
+            .await?;
         self.store
             .delete(ObjectKind::SecretManager, id, row.version)
             .await

@@ -86,10 +86,12 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken { .. } | StoreError::IdTaken(_) | StoreError::Stale(_) => {
                 ApiError::new("conflict", e.to_string())
             }
-            StoreError::NotFound(id) => ApiError::new("not_found", format!("no object with id {id}")),
-            StoreError::MissingRef(id) => {
-                ApiError::invalid(format!("object {id}, which this one refers to, does not exist"))
+            StoreError::NotFound(id) => {
+                ApiError::new("not_found", format!("no object with id {id}"))
             }
+            StoreError::MissingRef(id) => ApiError::invalid(format!(
+                "object {id}, which this one refers to, does not exist"
+            )),
             StoreError::InUse { .. } => ApiError::in_use(e.to_string()),
             StoreError::Busy => ApiError::new("busy", e.to_string()),
             StoreError::Backend(_) => {
@@ -103,7 +105,10 @@ impl From<StoreError> for ApiError {
 impl From<CryptoError> for ApiError {
     fn from(e: CryptoError) -> ApiError {
         tracing::error!("{e}");
-        ApiError::new("storage", "a stored value could not be decrypted; see the control plane's log")
+        ApiError::new(
+            "storage",
+            "a stored value could not be decrypted; see the control plane's log",
+        )
     }
 }
 
@@ -171,7 +176,11 @@ impl ControlPlane {
     }
 
     /// A row of `kind` by name, if it exists.
-    pub async fn find_by_name(&self, kind: ObjectKind, name: &str) -> Result<Option<Row>, ApiError> {
+    pub async fn find_by_name(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<Row>, ApiError> {
         Ok(self.store.get_by_name(kind, name).await?)
     }
 
@@ -190,7 +199,9 @@ impl ControlPlane {
 /// Check `limit` and `offset` (limit 0..=1000, offset ≥ 0).
 pub fn page_bounds(limit: i32, offset: Option<i32>) -> Result<(u32, u64), ApiError> {
     if limit < 0 || limit as u32 > MAX_PAGE {
-        return Err(ApiError::invalid(format!("limit must be between 0 and {MAX_PAGE}")));
+        return Err(ApiError::invalid(format!(
+            "limit must be between 0 and {MAX_PAGE}"
+        )));
     }
     let offset = offset.unwrap_or(0);
     if offset < 0 {

@@ -29,15 +29,24 @@ fn allows(s: Option<&UsageScope>, req: &scope::Request<'_>) -> bool {
 
 impl ControlPlane {
     /// `resolveSecret`.
-    pub async fn resolve(&self, input: &ResolveSecretInput, trail: &mut Trail) -> Result<SecretBytes, ApiError> {
+    pub async fn resolve(
+        &self,
+        input: &ResolveSecretInput,
+        trail: &mut Trail,
+    ) -> Result<SecretBytes, ApiError> {
         let id = input.secret_id.as_str();
         trail.object(id);
         let row = match self.store.get(id).await? {
             Some(r) if r.kind == ObjectKind::EncryptedText => r,
-            Some(_) => return Err(ApiError::invalid("only ENCRYPTED_TEXT secrets can be resolved")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "only ENCRYPTED_TEXT secrets can be resolved",
+                ))
+            }
             None => return Err(ApiError::not_found("secret", id)),
         };
-        let body: TextBody = model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
+        let body: TextBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
         let req = scope::Request {
             app_id: input.app_id.as_deref(),
             env_id: input.env_id.as_deref(),
@@ -54,8 +63,11 @@ impl ControlPlane {
             return Ok(secret_bytes(plain.to_vec()));
         };
         trail.object(&mid);
-        let mrow = self.get_kind(ObjectKind::SecretManager, &mid, "secret manager").await?;
-        let m: ManagerBody = model::body(&mrow).ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
+        let mrow = self
+            .get_kind(ObjectKind::SecretManager, &mid, "secret manager")
+            .await?;
+        let m: ManagerBody = model::body(&mrow)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
         let own = if body.inherit_scopes_from_sm {
             m.usage_scope.as_ref()
         } else {

@@ -55,7 +55,9 @@ fn scope_of(s: Option<UsageScopeInput>) -> Result<Option<UsageScope>, ApiError> 
 
 fn name_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::NameTaken { .. } => ApiError::new("conflict", "There is already a secret with this name"),
+        StoreError::NameTaken { .. } => {
+            ApiError::new("conflict", "There is already a secret with this name")
+        }
         e => e.into(),
     }
 }
@@ -67,7 +69,8 @@ impl ControlPlane {
             .find(ObjectKind::EncryptedText, id)
             .await?
             .ok_or_else(|| ApiError::invalid(format!("{what}: no encrypted text with id {id}")))?;
-        let body: TextBody = model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
+        let body: TextBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
         if body.secret_manager_id.is_some() {
             return Err(ApiError::invalid(format!(
                 "{what}: secret {id} is held by a custom secrets manager; use a built-in secret"
@@ -77,15 +80,31 @@ impl ControlPlane {
     }
 
     /// Validate a parameters secret by fetching it once; the value is dropped.
-    async fn validate_parameters(&self, manager_id: &str, params: &SecretMap, trail: &mut Trail) -> Result<(), ApiError> {
+    async fn validate_parameters(
+        &self,
+        manager_id: &str,
+        params: &SecretMap,
+        trail: &mut Trail,
+    ) -> Result<(), ApiError> {
         let mrow = self
             .find(ObjectKind::SecretManager, manager_id)
             .await?
-            .ok_or_else(|| ApiError::invalid(format!("secretManagerId {manager_id} does not name a CUSTOM secrets manager")))?;
-        let m: ManagerBody = model::body(&mrow).ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "secretManagerId {manager_id} does not name a CUSTOM secrets manager"
+                ))
+            })?;
+        let m: ManagerBody = model::body(&mrow)
+            .ok_or_else(|| ApiError::new("storage", "a stored secret manager is unreadable"))?;
         let trow = self.pinned_template(&m).await?;
-        let t: model::TemplateBody = model::body(&trow).ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
-        let missing: Vec<String> = t.variables.iter().filter(|v| !params.0.contains_key(*v)).cloned().collect();
+        let t: model::TemplateBody = model::body(&trow)
+            .ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
+        let missing: Vec<String> = t
+            .variables
+            .iter()
+            .filter(|v| !params.0.contains_key(*v))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             return Err(ApiError::invalid(format!(
                 "The values for the variables {} have not been provided as part of the parameters",
@@ -112,7 +131,9 @@ impl ControlPlane {
         let trow = self
             .find(ObjectKind::Template, &m.template_id)
             .await?
-            .ok_or_else(|| ApiError::invalid(format!("template {} no longer exists", m.template_id)))?;
+            .ok_or_else(|| {
+                ApiError::invalid(format!("template {} no longer exists", m.template_id))
+            })?;
         if trow.version != m.template_version {
             return Err(ApiError::invalid(
                 "the template changed after the secret manager was validated; run updateSecretManager to validate it again",
@@ -128,15 +149,21 @@ impl ControlPlane {
         usage_scope: Option<UsageScope>,
     ) -> Result<(SshBody, Vec<String>), ApiError> {
         if a.user_name.trim().is_empty() {
-            return Err(ApiError::invalid("sshAuthentication.userName must not be empty"));
+            return Err(ApiError::invalid(
+                "sshAuthentication.userName must not be empty",
+            ));
         }
         let port = u16::try_from(a.port)
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| ApiError::invalid("sshAuthentication.port must be between 1 and 65535"))?;
+            .ok_or_else(|| {
+                ApiError::invalid("sshAuthentication.port must be between 1 and 65535")
+            })?;
         for k in &host_keys {
             if k.trim().is_empty() || k.chars().any(|c| c.is_control()) {
-                return Err(ApiError::invalid("every hostKeys entry must be one non-empty line"));
+                return Err(ApiError::invalid(
+                    "every hostKeys entry must be one non-empty line",
+                ));
             }
         }
         let m = a.ssh_authentication_method;
@@ -166,7 +193,9 @@ impl ControlPlane {
                     .ssh_key_file
                     .ok_or_else(|| ApiError::invalid("SSH_KEY_FILE_PATH needs sshKeyFile"))?;
                 if !k.path.starts_with('/') {
-                    return Err(ApiError::invalid("sshKeyFile.path must be an absolute path on the agent's host"));
+                    return Err(ApiError::invalid(
+                        "sshKeyFile.path must be an absolute path on the agent's host",
+                    ));
                 }
                 body.credential_type = SshCredentialType::SshKeyFilePath;
                 body.key_path = Some(k.path);
@@ -195,19 +224,26 @@ impl ControlPlane {
     }
 
     /// `createSecret`.
-    pub async fn create_secret(&self, input: CreateSecretInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn create_secret(
+        &self,
+        input: CreateSecretInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         match kind_of(input.secret_type)? {
             ObjectKind::EncryptedText => {
-                let t = input
-                    .encrypted_text
-                    .ok_or_else(|| ApiError::invalid("encryptedText is required for ENCRYPTED_TEXT"))?;
+                let t = input.encrypted_text.ok_or_else(|| {
+                    ApiError::invalid("encryptedText is required for ENCRYPTED_TEXT")
+                })?;
                 let value = t.value.map(SecretString::from);
                 let has_params = t.parameters.is_some();
                 let params = params_to_map(t.parameters, "parameters")?;
                 check_name(&t.name, "secret")?;
-                let given = value.is_some() as u8 + t.secret_reference.is_some() as u8 + has_params as u8;
+                let given =
+                    value.is_some() as u8 + t.secret_reference.is_some() as u8 + has_params as u8;
                 if given != 1 {
-                    return Err(ApiError::invalid("give exactly one of value, secretReference and parameters"));
+                    return Err(ApiError::invalid(
+                        "give exactly one of value, secretReference and parameters",
+                    ));
                 }
                 if t.secret_reference.is_some() {
                     return Err(ApiError::kind(
@@ -223,8 +259,15 @@ impl ControlPlane {
                     scoped_to_account: t.scoped_to_account.unwrap_or(false),
                     parameter_names: Vec::new(),
                 };
-                if self.find_by_name(ObjectKind::EncryptedText, &t.name).await?.is_some() {
-                    return Err(ApiError::new("conflict", "There is already a secret with this name"));
+                if self
+                    .find_by_name(ObjectKind::EncryptedText, &t.name)
+                    .await?
+                    .is_some()
+                {
+                    return Err(ApiError::new(
+                        "conflict",
+                        "There is already a secret with this name",
+                    ));
                 }
                 let id = new_id();
                 let plain = match (value, manager_id) {
@@ -257,16 +300,24 @@ impl ControlPlane {
                 row.sealed = Some(model::seal(&self.key, &row.id, &plain));
                 row.refs.extend(body.secret_manager_id.clone());
                 trail.object(&row.id);
-                self.store.insert(row.clone()).await.map_err(name_conflict)?;
+                self.store
+                    .insert(row.clone())
+                    .await
+                    .map_err(name_conflict)?;
                 Ok(row)
             }
             _ => {
-                let s: SshCredentialInput = input
-                    .ssh_credential
-                    .ok_or_else(|| ApiError::invalid("sshCredential is required for SSH_CREDENTIAL"))?;
+                let s: SshCredentialInput = input.ssh_credential.ok_or_else(|| {
+                    ApiError::invalid("sshCredential is required for SSH_CREDENTIAL")
+                })?;
                 check_name(&s.name, "secret")?;
-                if s.authentication_scheme != SshAuthenticationScheme::Ssh || s.kerberos_authentication.is_some() {
-                    return Err(ApiError::kind(ErrorKind::Unsupported, "only authenticationScheme SSH is served"));
+                if s.authentication_scheme != SshAuthenticationScheme::Ssh
+                    || s.kerberos_authentication.is_some()
+                {
+                    return Err(ApiError::kind(
+                        ErrorKind::Unsupported,
+                        "only authenticationScheme SSH is served",
+                    ));
                 }
                 let a = s
                     .ssh_authentication
@@ -274,23 +325,39 @@ impl ControlPlane {
                 let (body, refs) = self
                     .ssh_body(a, s.host_keys.unwrap_or_default(), scope_of(s.usage_scope)?)
                     .await?;
-                if self.find_by_name(ObjectKind::SshCredential, &s.name).await?.is_some() {
-                    return Err(ApiError::new("conflict", "There is already a secret with this name"));
+                if self
+                    .find_by_name(ObjectKind::SshCredential, &s.name)
+                    .await?
+                    .is_some()
+                {
+                    return Err(ApiError::new(
+                        "conflict",
+                        "There is already a secret with this name",
+                    ));
                 }
                 let mut row = model::new_row(ObjectKind::SshCredential, new_id(), s.name, &body);
                 row.refs = refs;
                 trail.object(&row.id);
-                self.store.insert(row.clone()).await.map_err(name_conflict)?;
+                self.store
+                    .insert(row.clone())
+                    .await
+                    .map_err(name_conflict)?;
                 Ok(row)
             }
         }
     }
 
     /// `updateSecret`: only the fields given change.
-    pub async fn update_secret(&self, input: UpdateSecretInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn update_secret(
+        &self,
+        input: UpdateSecretInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         trail.object(&input.secret_id);
         let kind = kind_of(input.secret_type)?;
-        let row = self.get_kind(kind, &input.secret_id, "secret of that secretType").await?;
+        let row = self
+            .get_kind(kind, &input.secret_id, "secret of that secretType")
+            .await?;
         let mut new = row.clone();
         new.updated_ms = now_ms();
         if kind == ObjectKind::EncryptedText {
@@ -300,10 +367,13 @@ impl ControlPlane {
             let value = t.value.map(SecretString::from);
             let has_params = t.parameters.is_some();
             let params = params_to_map(t.parameters, "parameters")?;
-            let mut body: TextBody =
-                model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
+            let mut body: TextBody = model::body(&row)
+                .ok_or_else(|| ApiError::new("storage", "a stored secret is unreadable"))?;
             if t.secret_reference.is_some() {
-                return Err(ApiError::kind(ErrorKind::Unsupported, "secretReference is not served"));
+                return Err(ApiError::kind(
+                    ErrorKind::Unsupported,
+                    "secretReference is not served",
+                ));
             }
             if let Some(n) = t.name.filter(|n| !n.is_empty()) {
                 check_name(&n, "secret")?;
@@ -343,17 +413,22 @@ impl ControlPlane {
                 }
                 (_, None, false) => {}
             }
-            new.body = serde_json::to_string(&body).map_err(|e| ApiError::new("storage", e.to_string()))?;
+            new.body = serde_json::to_string(&body)
+                .map_err(|e| ApiError::new("storage", e.to_string()))?;
         } else {
             let Some(s) = input.ssh_credential else {
                 return Ok(row);
             };
-            let mut body: SshBody =
-                model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored SSH credential is unreadable"))?;
-            if s.authentication_scheme.is_some_and(|a| a != SshAuthenticationScheme::Ssh)
+            let mut body: SshBody = model::body(&row)
+                .ok_or_else(|| ApiError::new("storage", "a stored SSH credential is unreadable"))?;
+            if s.authentication_scheme
+                .is_some_and(|a| a != SshAuthenticationScheme::Ssh)
                 || s.kerberos_authentication.is_some()
             {
-                return Err(ApiError::kind(ErrorKind::Unsupported, "only authenticationScheme SSH is served"));
+                return Err(ApiError::kind(
+                    ErrorKind::Unsupported,
+                    "only authenticationScheme SSH is served",
+                ));
             }
             if let Some(n) = s.name.filter(|n| !n.is_empty()) {
                 check_name(&n, "secret")?;
@@ -372,21 +447,35 @@ impl ControlPlane {
                 body.host_keys = host_keys;
                 body.usage_scope = scope;
             }
-            new.body = serde_json::to_string(&body).map_err(|e| ApiError::new("storage", e.to_string()))?;
+            new.body = serde_json::to_string(&body)
+                .map_err(|e| ApiError::new("storage", e.to_string()))?;
         }
-        self.store.update(new.clone(), row.version).await.map_err(name_conflict)?;
+        self.store
+            .update(new.clone(), row.version)
+            .await
+            .map_err(name_conflict)?;
         new.version = row.version + 1;
         Ok(new)
     }
 
     /// `deleteSecret`: refused while a manager or a credential uses it.
-    pub async fn delete_secret(&self, id: &str, secret_type: SecretType, trail: &mut Trail) -> Result<(), ApiError> {
+    pub async fn delete_secret(
+        &self,
+        id: &str,
+        secret_type: SecretType,
+        trail: &mut Trail,
+    ) -> Result<(), ApiError> {
         trail.object(id);
         let kind = kind_of(secret_type)?;
         let row = self.get_kind(kind, id, "secret of that secretType").await?;
-        self.store.delete(kind, id, row.version).await.map_err(|e| match e {
-            StoreError::InUse { by, .. } => ApiError::in_use(format!("the secret is used by {}", set_text(&by))),
-            e => e.into(),
-        })
+        self.store
+            .delete(kind, id, row.version)
+            .await
+            .map_err(|e| match e {
+                StoreError::InUse { by, .. } => {
+                    ApiError::in_use(format!("the secret is used by {}", set_text(&by)))
+                }
+                e => e.into(),
+            })
     }
 }

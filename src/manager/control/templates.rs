@@ -65,7 +65,11 @@ fn timeout(t: Option<i64>) -> Result<Option<u64>, ApiError> {
 
 impl ControlPlane {
     /// `createTemplate`.
-    pub async fn create_template(&self, input: CreateTemplateInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn create_template(
+        &self,
+        input: CreateTemplateInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         check_name(&input.name, "template")?;
         let body = TemplateBody {
             script_string: input.script_string,
@@ -73,19 +77,35 @@ impl ControlPlane {
             timeout_millis: timeout(input.timeout_millis)?,
         };
         check_body(&body)?;
-        if self.find_by_name(ObjectKind::Template, &input.name).await?.is_some() {
-            return Err(ApiError::new("conflict", "There is already a template with this name"));
+        if self
+            .find_by_name(ObjectKind::Template, &input.name)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                "conflict",
+                "There is already a template with this name",
+            ));
         }
         let row = model::new_row(ObjectKind::Template, new_id(), input.name, &body);
         trail.object(&row.id);
-        self.store.insert(row.clone()).await.map_err(name_conflict)?;
+        self.store
+            .insert(row.clone())
+            .await
+            .map_err(name_conflict)?;
         Ok(row)
     }
 
     /// `updateTemplate`: only the fields given change; refused while in use.
-    pub async fn update_template(&self, input: UpdateTemplateInput, trail: &mut Trail) -> Result<Row, ApiError> {
+    pub async fn update_template(
+        &self,
+        input: UpdateTemplateInput,
+        trail: &mut Trail,
+    ) -> Result<Row, ApiError> {
         trail.object(&input.template_id);
-        let mut row = self.get_kind(ObjectKind::Template, &input.template_id, "template").await?;
+        let mut row = self
+            .get_kind(ObjectKind::Template, &input.template_id, "template")
+            .await?;
         let users = self.store.referrers(&row.id).await?;
         if !users.is_empty() {
             return Err(ApiError::in_use(format!(
@@ -93,8 +113,8 @@ impl ControlPlane {
                 super::set_text(&users)
             )));
         }
-        let mut body: TemplateBody =
-            model::body(&row).ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
+        let mut body: TemplateBody = model::body(&row)
+            .ok_or_else(|| ApiError::new("storage", "a stored template is unreadable"))?;
         if let Some(n) = input.name.filter(|n| !n.is_empty()) {
             check_name(&n, "template")?;
             row.name = n;
@@ -110,9 +130,13 @@ impl ControlPlane {
         }
         check_body(&body)?;
         let expected = row.version;
-        row.body = serde_json::to_string(&body).map_err(|e| ApiError::new("storage", e.to_string()))?;
+        row.body =
+            serde_json::to_string(&body).map_err(|e| ApiError::new("storage", e.to_string()))?;
         row.updated_ms = now_ms();
-        self.store.update(row.clone(), expected).await.map_err(name_conflict)?;
+        self.store
+            .update(row.clone(), expected)
+            .await
+            .map_err(name_conflict)?;
         row.version = expected + 1;
         Ok(row)
     }

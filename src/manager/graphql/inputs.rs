@@ -148,7 +148,9 @@ impl UsageScopeInput {
                     },
                     environment: scope::EnvFilter {
                         filter_type: s.environment.filter_type.map(|t| match t {
-                            EnvFilterType::ProductionEnvironments => scope::EnvFilterType::Production,
+                            EnvFilterType::ProductionEnvironments => {
+                                scope::EnvFilterType::Production
+                            }
                             EnvFilterType::NonProductionEnvironments => {
                                 scope::EnvFilterType::NonProduction
                             }

@@ -10,7 +10,9 @@
 pub mod inputs;
 pub mod types;
 
-use async_graphql::{Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Object, Schema};
+use async_graphql::{
+    Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Object, Schema,
+};
 
 use crate::manager::audit::Trail;
 use crate::manager::auth::{Caller, Role};
@@ -41,7 +43,9 @@ pub fn schema(cp: ControlPlane) -> ApiSchema {
 
 /// The schema in SDL (for docs and clients).
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl()
 }
 
 fn gql(e: ApiError) -> async_graphql::Error {
@@ -52,7 +56,10 @@ fn gql(e: ApiError) -> async_graphql::Error {
 fn env<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a ControlPlane, &'a Caller)> {
     let cp = ctx.data::<ControlPlane>()?;
     let caller = ctx.data::<Caller>().map_err(|_| {
-        gql(ApiError::new("unauthenticated", "a valid x-api-key header is required"))
+        gql(ApiError::new(
+            "unauthenticated",
+            "a valid x-api-key header is required",
+        ))
     })?;
     Ok((cp, caller))
 }
@@ -65,7 +72,11 @@ fn admin(caller: &Caller, op: &str) -> Result<(), ApiError> {
 }
 
 /// Record the audit event for `trail` and convert the result.
-async fn finish<T>(cp: &ControlPlane, trail: Trail, r: Result<T, ApiError>) -> async_graphql::Result<T> {
+async fn finish<T>(
+    cp: &ControlPlane,
+    trail: Trail,
+    r: Result<T, ApiError>,
+) -> async_graphql::Result<T> {
     let outcome = match &r {
         Ok(_) => "ok",
         Err(e) => e.code,
@@ -147,16 +158,30 @@ pub struct Query;
 #[Object]
 impl Query {
     /// A secret manager by id.
-    async fn secret_manager(&self, ctx: &Context<'_>, secret_manager_id: String) -> async_graphql::Result<Option<SecretManager>> {
+    async fn secret_manager(
+        &self,
+        ctx: &Context<'_>,
+        secret_manager_id: String,
+    ) -> async_graphql::Result<Option<SecretManager>> {
         let (cp, _) = env(ctx)?;
-        let r = cp.find(ObjectKind::SecretManager, &secret_manager_id).await.map_err(gql)?;
+        let r = cp
+            .find(ObjectKind::SecretManager, &secret_manager_id)
+            .await
+            .map_err(gql)?;
         Ok(r.as_ref().map(SecretManager::from_row))
     }
 
     /// A secret manager by name.
-    async fn secret_manager_by_name(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Option<SecretManager>> {
+    async fn secret_manager_by_name(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<Option<SecretManager>> {
         let (cp, _) = env(ctx)?;
-        let r = cp.find_by_name(ObjectKind::SecretManager, &name).await.map_err(gql)?;
+        let r = cp
+            .find_by_name(ObjectKind::SecretManager, &name)
+            .await
+            .map_err(gql)?;
         Ok(r.as_ref().map(SecretManager::from_row))
     }
 
@@ -171,7 +196,10 @@ impl Query {
         let (cp, _) = env(ctx)?;
         let filters: Vec<SecretManagerFilter> = filters.into_iter().flatten().flatten().collect();
         let (items, total) = if filters.is_empty() {
-            let page = cp.list(ObjectKind::SecretManager, limit, offset).await.map_err(gql)?;
+            let page = cp
+                .list(ObjectKind::SecretManager, limit, offset)
+                .await
+                .map_err(gql)?;
             (page.items, page.total)
         } else {
             let (lim, off) = page_bounds(limit, offset).map_err(gql)?;
@@ -186,16 +214,32 @@ impl Query {
                 .filter(|r| filters.iter().all(|f| f.matches(&r.id)))
                 .collect();
             let total = hits.len() as u64;
-            (hits.into_iter().skip(off as usize).take(lim as usize).collect(), total)
+            (
+                hits.into_iter()
+                    .skip(off as usize)
+                    .take(lim as usize)
+                    .collect(),
+                total,
+            )
         };
         Ok(Some(SecretManagerConnection {
             page_info: Some(PageInfo::new(limit, offset, items.len(), total)),
-            nodes: Some(items.iter().map(|r| Some(SecretManager::from_row(r))).collect()),
+            nodes: Some(
+                items
+                    .iter()
+                    .map(|r| Some(SecretManager::from_row(r)))
+                    .collect(),
+            ),
         }))
     }
 
     /// A secret by id and type.
-    async fn secret(&self, ctx: &Context<'_>, secret_id: String, secret_type: SecretType) -> async_graphql::Result<Option<Secret>> {
+    async fn secret(
+        &self,
+        ctx: &Context<'_>,
+        secret_id: String,
+        secret_type: SecretType,
+    ) -> async_graphql::Result<Option<Secret>> {
         let (cp, _) = env(ctx)?;
         let kind = crate::manager::control::secrets::kind_of(secret_type).map_err(gql)?;
         let r = cp.find(kind, &secret_id).await.map_err(gql)?;
@@ -203,7 +247,12 @@ impl Query {
     }
 
     /// A secret by name and type.
-    async fn secret_by_name(&self, ctx: &Context<'_>, name: String, secret_type: SecretType) -> async_graphql::Result<Option<Secret>> {
+    async fn secret_by_name(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        secret_type: SecretType,
+    ) -> async_graphql::Result<Option<Secret>> {
         let (cp, _) = env(ctx)?;
         let kind = crate::manager::control::secrets::kind_of(secret_type).map_err(gql)?;
         let r = cp.find_by_name(kind, &name).await.map_err(gql)?;
@@ -211,37 +260,78 @@ impl Query {
     }
 
     /// A template by id.
-    async fn template(&self, ctx: &Context<'_>, template_id: String) -> async_graphql::Result<Option<Template>> {
+    async fn template(
+        &self,
+        ctx: &Context<'_>,
+        template_id: String,
+    ) -> async_graphql::Result<Option<Template>> {
         let (cp, _) = env(ctx)?;
-        let r = cp.find(ObjectKind::Template, &template_id).await.map_err(gql)?;
+        let r = cp
+            .find(ObjectKind::Template, &template_id)
+            .await
+            .map_err(gql)?;
         Ok(r.as_ref().map(Template::from_row))
     }
 
     /// A template by name.
-    async fn template_by_name(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Option<Template>> {
+    async fn template_by_name(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<Option<Template>> {
         let (cp, _) = env(ctx)?;
-        let r = cp.find_by_name(ObjectKind::Template, &name).await.map_err(gql)?;
+        let r = cp
+            .find_by_name(ObjectKind::Template, &name)
+            .await
+            .map_err(gql)?;
         Ok(r.as_ref().map(Template::from_row))
     }
 
     /// Templates, oldest first.
-    async fn templates(&self, ctx: &Context<'_>, limit: i32, offset: Option<i32>) -> async_graphql::Result<Option<TemplateConnection>> {
+    async fn templates(
+        &self,
+        ctx: &Context<'_>,
+        limit: i32,
+        offset: Option<i32>,
+    ) -> async_graphql::Result<Option<TemplateConnection>> {
         let (cp, _) = env(ctx)?;
-        let page = cp.list(ObjectKind::Template, limit, offset).await.map_err(gql)?;
+        let page = cp
+            .list(ObjectKind::Template, limit, offset)
+            .await
+            .map_err(gql)?;
         Ok(Some(TemplateConnection {
             page_info: Some(PageInfo::new(limit, offset, page.items.len(), page.total)),
-            nodes: Some(page.items.iter().map(|r| Some(Template::from_row(r))).collect()),
+            nodes: Some(
+                page.items
+                    .iter()
+                    .map(|r| Some(Template::from_row(r)))
+                    .collect(),
+            ),
         }))
     }
 
     /// The audit trail, newest first.
-    async fn audit_events(&self, ctx: &Context<'_>, limit: i32, offset: Option<i32>) -> async_graphql::Result<Option<AuditEventConnection>> {
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        limit: i32,
+        offset: Option<i32>,
+    ) -> async_graphql::Result<Option<AuditEventConnection>> {
         let (cp, _) = env(ctx)?;
         let (lim, off) = page_bounds(limit, offset).map_err(gql)?;
-        let page = cp.store().list_audit(lim, off).await.map_err(|e| gql(e.into()))?;
+        let page = cp
+            .store()
+            .list_audit(lim, off)
+            .await
+            .map_err(|e| gql(e.into()))?;
         Ok(Some(AuditEventConnection {
             page_info: Some(PageInfo::new(limit, offset, page.items.len(), page.total)),
-            nodes: Some(page.items.into_iter().map(AuditEvent::from_record).collect()),
+            nodes: Some(
+                page.items
+                    .into_iter()
+                    .map(AuditEvent::from_record)
+                    .collect(),
+            ),
         }))
     }
 }
@@ -253,7 +343,11 @@ pub struct Mutation;
 impl Mutation {
     /// Create a Custom Secrets Manager; validated by running its script with the test
     /// values.
-    async fn create_secret_manager(&self, ctx: &Context<'_>, input: CreateSecretManagerInput) -> async_graphql::Result<Option<UpsertSecretManagerPayload>> {
+    async fn create_secret_manager(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSecretManagerInput,
+    ) -> async_graphql::Result<Option<UpsertSecretManagerPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "createSecretManager";
         let mut trail = Trail::new(caller, op);
@@ -270,7 +364,11 @@ impl Mutation {
     }
 
     /// Update a Custom Secrets Manager: only the fields given change; validated again.
-    async fn update_secret_manager(&self, ctx: &Context<'_>, input: UpdateSecretManagerInput) -> async_graphql::Result<Option<UpsertSecretManagerPayload>> {
+    async fn update_secret_manager(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSecretManagerInput,
+    ) -> async_graphql::Result<Option<UpsertSecretManagerPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "updateSecretManager";
         let mut trail = Trail::new(caller, op);
@@ -287,12 +385,19 @@ impl Mutation {
     }
 
     /// Delete a Custom Secrets Manager; refused while secrets use it.
-    async fn delete_secret_manager(&self, ctx: &Context<'_>, input: DeleteSecretManagerInput) -> async_graphql::Result<Option<DeleteSecretManagerPayload>> {
+    async fn delete_secret_manager(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSecretManagerInput,
+    ) -> async_graphql::Result<Option<DeleteSecretManagerPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "deleteSecretManager";
         let mut trail = Trail::new(caller, op);
         let r = match admin(caller, op) {
-            Ok(()) => cp.delete_manager(&input.secret_manager_id, &mut trail).await,
+            Ok(()) => {
+                cp.delete_manager(&input.secret_manager_id, &mut trail)
+                    .await
+            }
             Err(e) => Err(e),
         };
         finish(cp, trail, r).await?;
@@ -302,7 +407,11 @@ impl Mutation {
     }
 
     /// Create an encrypted text or an SSH credential.
-    async fn create_secret(&self, ctx: &Context<'_>, input: CreateSecretInput) -> async_graphql::Result<Option<CreateSecretPayload>> {
+    async fn create_secret(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSecretInput,
+    ) -> async_graphql::Result<Option<CreateSecretPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "createSecret";
         let mut trail = Trail::new(caller, op);
@@ -319,7 +428,11 @@ impl Mutation {
     }
 
     /// Update a secret: only the fields given change.
-    async fn update_secret(&self, ctx: &Context<'_>, input: UpdateSecretInput) -> async_graphql::Result<Option<UpdateSecretPayload>> {
+    async fn update_secret(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSecretInput,
+    ) -> async_graphql::Result<Option<UpdateSecretPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "updateSecret";
         let mut trail = Trail::new(caller, op);
@@ -336,12 +449,19 @@ impl Mutation {
     }
 
     /// Delete a secret; refused while a manager or credential uses it.
-    async fn delete_secret(&self, ctx: &Context<'_>, input: DeleteSecretInput) -> async_graphql::Result<Option<DeleteSecretPayload>> {
+    async fn delete_secret(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSecretInput,
+    ) -> async_graphql::Result<Option<DeleteSecretPayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "deleteSecret";
         let mut trail = Trail::new(caller, op);
         let r = match admin(caller, op) {
-            Ok(()) => cp.delete_secret(&input.secret_id, input.secret_type, &mut trail).await,
+            Ok(()) => {
+                cp.delete_secret(&input.secret_id, input.secret_type, &mut trail)
+                    .await
+            }
             Err(e) => Err(e),
         };
         finish(cp, trail, r).await?;
@@ -351,7 +471,11 @@ impl Mutation {
     }
 
     /// Create a shell-script template.
-    async fn create_template(&self, ctx: &Context<'_>, input: CreateTemplateInput) -> async_graphql::Result<Option<UpsertTemplatePayload>> {
+    async fn create_template(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTemplateInput,
+    ) -> async_graphql::Result<Option<UpsertTemplatePayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "createTemplate";
         let mut trail = Trail::new(caller, op);
@@ -368,7 +492,11 @@ impl Mutation {
     }
 
     /// Update a template; refused while secret managers use it.
-    async fn update_template(&self, ctx: &Context<'_>, input: UpdateTemplateInput) -> async_graphql::Result<Option<UpsertTemplatePayload>> {
+    async fn update_template(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateTemplateInput,
+    ) -> async_graphql::Result<Option<UpsertTemplatePayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "updateTemplate";
         let mut trail = Trail::new(caller, op);
@@ -385,7 +513,11 @@ impl Mutation {
     }
 
     /// Delete a template; refused while secret managers use it.
-    async fn delete_template(&self, ctx: &Context<'_>, input: DeleteTemplateInput) -> async_graphql::Result<Option<DeleteTemplatePayload>> {
+    async fn delete_template(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteTemplateInput,
+    ) -> async_graphql::Result<Option<DeleteTemplatePayload>> {
         let (cp, caller) = env(ctx)?;
         let op = "deleteTemplate";
         let mut trail = Trail::new(caller, op);
@@ -401,7 +533,11 @@ impl Mutation {
 
     /// Read a secret's value, within the usage scope of the secret and its manager
     /// (`admin` and `resolve` keys).
-    async fn resolve_secret(&self, ctx: &Context<'_>, input: ResolveSecretInput) -> async_graphql::Result<Option<ResolveSecretPayload>> {
+    async fn resolve_secret(
+        &self,
+        ctx: &Context<'_>,
+        input: ResolveSecretInput,
+    ) -> async_graphql::Result<Option<ResolveSecretPayload>> {
         let (cp, caller) = env(ctx)?;
         let mut trail = Trail::new(caller, "resolveSecret");
         let r = cp.resolve(&input, &mut trail).await;

@@ -86,7 +86,9 @@ impl UsageScope {
                             }),
                             environment: Some(EnvScopeFilter {
                                 filter_type: e.environment.filter_type.map(|t| match t {
-                                    scope::EnvFilterType::Production => EnvFilterType::ProductionEnvironments,
+                                    scope::EnvFilterType::Production => {
+                                        EnvFilterType::ProductionEnvironments
+                                    }
                                     scope::EnvFilterType::NonProduction => {
                                         EnvFilterType::NonProductionEnvironments
                                     }
@@ -163,7 +165,9 @@ impl SecretManager {
         SecretManager {
             id: Some(row.id.clone()),
             name: Some(row.name.clone()),
-            usage_scope: m.as_ref().and_then(|m| UsageScope::from_opt(m.usage_scope.as_ref())),
+            usage_scope: m
+                .as_ref()
+                .and_then(|m| UsageScope::from_opt(m.usage_scope.as_ref())),
             config: m.map(|m| {
                 SecretManagerConfig::Custom(CustomSecretManagerConfig {
                     template_id: Some(m.template_id),
@@ -600,7 +604,10 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+        assert_eq!(
+            super::rfc3339(1_714_564_800_123),
+            "2024-05-01T12:00:00.123Z"
+        );
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -127,7 +127,10 @@ impl MasterKey {
     /// The key for `data_dir`: the file `CSM_MASTER_KEY_FILE` names when `env_file` is
     /// given (it must exist), else `data_dir/master.key`, created with mode 0600 when
     /// missing.
-    pub fn load_or_create(data_dir: &Path, env_file: Option<PathBuf>) -> Result<MasterKey, CryptoError> {
+    pub fn load_or_create(
+        data_dir: &Path,
+        env_file: Option<PathBuf>,
+    ) -> Result<MasterKey, CryptoError> {
         match env_file {
             Some(p) => Self::read(&p),
             None => {
@@ -202,7 +205,13 @@ impl MasterKey {
         let aad = cell.aad();
         let ct = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             // AES-GCM encryption fails only for messages over 64 GiB.
             .expect("AES-GCM encryption of a bounded value");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
@@ -220,7 +229,13 @@ impl MasterKey {
         let aad = cell.aad();
         let nonce = Nonce::from_slice(&sealed[1..1 + NONCE_LEN]);
         self.cipher
-            .decrypt(nonce, Payload { msg: &sealed[1 + NONCE_LEN..], aad: &aad })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[1 + NONCE_LEN..],
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| cell.error())
     }
@@ -237,7 +252,11 @@ mod tests {
     use super::*;
 
     fn cell<'a>(id: &'a str, column: &'a str) -> Cell<'a> {
-        Cell { table: "objects", id, column }
+        Cell {
+            table: "objects",
+            id,
+            column,
+        }
     }
 
     #[test]
@@ -245,7 +264,10 @@ mod tests {
         let k = MasterKey::generate();
         let s = k.seal(cell("a", "sealed"), b"hunter2-secret");
         assert!(!s.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(&k.open(cell("a", "sealed"), &s).unwrap()[..], b"hunter2-secret");
+        assert_eq!(
+            &k.open(cell("a", "sealed"), &s).unwrap()[..],
+            b"hunter2-secret"
+        );
         // Copied into another row or column: refused.
         assert!(k.open(cell("b", "sealed"), &s).is_err());
         assert!(k.open(cell("a", "other"), &s).is_err());
@@ -264,7 +286,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k1 = MasterKey::load_or_create(dir.path(), None).unwrap();
         let p = dir.path().join(MASTER_KEY_FILE);
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let k2 = MasterKey::load_or_create(dir.path(), None).unwrap();
         let s = k1.seal(cell("x", "c"), b"v");
         assert_eq!(&k2.open(cell("x", "c"), &s).unwrap()[..], b"v");

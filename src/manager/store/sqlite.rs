@@ -283,7 +283,9 @@ fn check_key(c: &Connection, key: &MasterKey) -> Result<(), StoreError> {
         column: "value",
     };
     let stored: Option<Vec<u8>> = c
-        .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(backend)?;
     match stored {
@@ -349,7 +351,12 @@ fn get_row(c: &Connection, id: &str) -> Result<Option<Row>, StoreError> {
 }
 
 /// Names already used by another row of the kind.
-fn name_taken(c: &Connection, kind: ObjectKind, name: &str, except: &str) -> Result<bool, StoreError> {
+fn name_taken(
+    c: &Connection,
+    kind: ObjectKind,
+    name: &str,
+    except: &str,
+) -> Result<bool, StoreError> {
     c.prepare_cached("SELECT COUNT(*) FROM objects WHERE kind = ?1 AND name = ?2 AND id <> ?3")
         .map_err(backend)?
         .query_row(params![kind.as_str(), name, except], |r| r.get::<_, i64>(0))
@@ -518,7 +525,11 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let raws: Vec<(String, Row)> = st
                 .query_map(
-                    params![kind.as_str(), limit as i64, offset.min(i64::MAX as u64) as i64],
+                    params![
+                        kind.as_str(),
+                        limit as i64,
+                        offset.min(i64::MAX as u64) as i64
+                    ],
                     row_from,
                 )
                 .map_err(backend)?
