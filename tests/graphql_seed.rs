@@ -178,6 +178,13 @@ async fn seed_documents_verbatim_against_a_real_dev_process() {
     assert_eq!(d["secretManagers"]["pageInfo"]["hasMore"], false);
     assert_eq!(d["secretManagers"]["nodes"][0]["id"], sm.as_str());
 
+    // The SDK's filters.
+    let fq = "query($ids: [String]) { secretManagers(filters: [{secretManager: {operator: IN, values: $ids}}, {type: {operator: EQUALS, values: [CUSTOM]}}], limit: 10) { nodes { id } pageInfo { total } } }";
+    let d = g.ok(fq, json!({"ids": [sm]})).await;
+    assert_eq!(d["secretManagers"]["nodes"][0]["id"], sm.as_str());
+    let d = g.ok(fq, json!({"ids": ["nope"]})).await;
+    assert_eq!(d["secretManagers"]["pageInfo"]["total"], 0);
+
     // A secret through it, in the SDK's shape, resolved in production.
     let s = g.param_secret("db-password", &sm, json!([{"name": "key", "value": "db-password"}, {"name": "engineName", "value": "kv"}, {"name": "path", "value": "prod"}]), Value::Null).await;
     let d = g

@@ -32,13 +32,16 @@ pub const MAX_COMPLEXITY: usize = 1000;
 
 /// Build the schema around `cp`. The caller is added per request.
 pub fn schema(cp: ControlPlane) -> ApiSchema {
+    builder().data(cp).finish()
+}
+
+/// The schema with its limits, without data.
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query, Mutation, EmptySubscription)
-        .data(cp)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
         .limit_directives(8)
-        .finish()
 }
 
 /// The schema in SDL (for docs and clients).
@@ -546,5 +549,26 @@ impl Mutation {
             client_mutation_id: input.client_mutation_id,
             value,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// graphql-js's introspection query (as GraphiQL sends it), with a deeper TypeRef.
+    const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name } subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue } interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason } possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }";
+
+    #[tokio::test]
+    async fn graphiql_introspection_fits_the_limits() {
+        let r = builder().finish().execute(INTROSPECTION).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let sdl = sdl();
+        for t in ["interface Secret", "union SecretManagerConfig", "type SSHCredential", "input CustomSecretManagerInput", "inheritScopesFromSM", "inlineSSHKey"] {
+            assert!(sdl.contains(t), "{t} missing from the schema");
+        }
     }
 }
