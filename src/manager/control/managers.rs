@@ -120,7 +120,7 @@ impl ControlPlane {
             return Err(ApiError::invalid(missing_test_values(&missing)));
         }
         if !m.execute_on_delegate {
-            if m.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+            if m.host.as_deref().map_or(true, |h| h.trim().is_empty()) {
                 return Err(ApiError::invalid(
                     "host is required when the script does not run on a delegate (executeOnDelegate: false)",
                 ));

@@ -56,7 +56,7 @@ fn check_body(body: &TemplateBody) -> Result<(), ApiError> {
 fn timeout(t: Option<i64>) -> Result<Option<u64>, ApiError> {
     match t {
         None => Ok(None),
-        Some(t) if t >= 1 && t <= MAX_TIMEOUT_MILLIS => Ok(Some(t as u64)),
+        Some(t) if (1..=MAX_TIMEOUT_MILLIS).contains(&t) => Ok(Some(t as u64)),
         Some(_) => Err(ApiError::invalid(format!(
             "timeoutMillis must be between 1 and {MAX_TIMEOUT_MILLIS}"
         ))),

@@ -140,14 +140,14 @@ pub struct SecretManagerFilter {
 
 impl SecretManagerFilter {
     fn matches(&self, id: &str) -> bool {
-        let type_ok = self.type_.as_ref().is_none_or(|t| {
+        let type_ok = self.type_.as_ref().map_or(true, |t| {
             t.values
                 .iter()
                 .flatten()
                 .flatten()
                 .any(|v| *v == SecretManagerType::Custom)
         });
-        let id_ok = self.secret_manager.as_ref().is_none_or(|f| {
+        let id_ok = self.secret_manager.as_ref().map_or(true, |f| {
             f.operator == Some(IdOperator::NotNull)
                 || f.values.iter().flatten().flatten().any(|v| v == id)
         });

@@ -385,6 +385,8 @@ impl SshCredential {
 }
 
 /// `Secret`: an interface, so that clients select with inline fragments.
+// The derive takes one `name` per field; clippy reads them as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(Interface, Clone)]
 #[graphql(
     field(name = "id", ty = "Option<String>"),
