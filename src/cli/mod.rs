@@ -6,6 +6,7 @@
 //! (`cli/arg_error.rs`).
 
 mod arg_error;
+pub mod dev;
 mod files;
 pub mod manager;
 pub mod run;
@@ -41,6 +42,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the agent endpoint and dispatch hub (the control plane's side).
     Manager(manager::ManagerArgs),
+    /// The control plane and a local agent in one process, for trying things out.
+    Dev(dev::DevArgs),
 }
 
 /// Parse `args` (the program name first) and run the command; returns the exit code.
@@ -62,6 +65,7 @@ pub fn main(cli: Cli) -> i32 {
     match &cli.command {
         Command::Run(a) => return run::main(a, &cli.log),
         Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::Dev(a) => return dev::main(a, &cli.log),
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
@@ -81,7 +85,9 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run::test_run(args, &mut out, &mut err).await
             }
-            Command::Run(_) | Command::Manager(_) => unreachable!("dispatched above"),
+            Command::Run(_) | Command::Manager(_) | Command::Dev(_) => {
+                unreachable!("dispatched above")
+            }
         }
     })
 }
