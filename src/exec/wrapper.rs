@@ -291,15 +291,19 @@ __csm_write() {
 /// Its stdin is a pipe only the main shell holds: EOF means the main shell is gone.
 const RELAY: &str = r#"__csm_relay() {
   builtin trap '' TERM INT HUP QUIT PIPE
-  # Ready: the main shell waits for this line, so its later check of /proc/RELAY/fd/0
-  # cannot run before bash has put the pipe there.
-  builtin printf 'r\n'
-  # A second read end of that pipe, which nobody writes to again: `read -t` on it sleeps.
-  local l s z= pg=$$ sid=-1
+  # A second read end of the pipe to the main shell, which nobody writes to after `r`:
+  # `read -t` on it sleeps.
+  local l s z= f= pg=$$ sid=-1
   exec 2>/dev/null {z}<"/proc/$BASHPID/fd/1" || z=
   # The main shell's group, and its session if it leads one (sshd makes it do so); a
-  # session it does not lead is someone else's and never swept.
-  if read -r l <"/proc/$$/stat"; then l=${l##*) }; set -- $l; [[ $4 == "$$" ]] && sid=$$; fi
+  # session it does not lead is someone else's and never swept. Read through a descriptor
+  # of its own: a redirection of fd 0 would take the pipe away from /proc/RELAY/fd/0 for a
+  # moment, and the main shell may be checking it.
+  if exec {f}<"/proc/$$/stat" && read -r -u "$f" l; then l=${l##*) }; set -- $l; [[ $4 == "$$" ]] && sid=$$; fi
+  [[ $f ]] && exec {f}<&-
+  # Ready, once fd 0 is settled for good: the main shell waits for this line before it can
+  # check /proc/RELAY/fd/0.
+  builtin printf 'r\n'
   # Until the main shell is gone (EOF), hands over a frame (`F`), or the deadline passes;
   # anything else the script writes to this pipe is ignored.
   local now end=$(( ${EPOCHREALTIME//[!0-9]/} + __csm_t ))
