@@ -315,12 +315,14 @@ async fn a_silent_agent_is_dropped_after_three_heartbeats() {
     .await;
     let mut ws = ws_connect(m.addr, Some(&m.token)).await.unwrap();
     use futures_util::SinkExt;
+    // Taken before `hello` is sent: the manager's silence clock starts only after it has
+    // read the `hello`, so this is a lower bound whatever the scheduler does.
+    let started = std::time::Instant::now();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(
         protocol::encode(&AgentMessage::Hello(hello("id-q", "quiet", &[], 1))).into(),
     ))
     .await
     .unwrap();
-    let started = std::time::Instant::now();
     // Read without ever answering: the manager's pings go unanswered.
     let code = loop {
         match within("the manager to drop a silent agent", ws.next()).await {

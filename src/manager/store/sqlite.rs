@@ -520,7 +520,7 @@ impl Store for SqliteStore {
             let mut st = c
                 .prepare_cached(&format!(
                     "SELECT {ROW_COLUMNS} FROM objects WHERE kind = ?1
-                     ORDER BY created_ms, id LIMIT ?2 OFFSET ?3"
+                     ORDER BY created_ms, rowid LIMIT ?2 OFFSET ?3"
                 ))
                 .map_err(backend)?;
             let raws: Vec<(String, Row)> = st
