@@ -46,7 +46,11 @@ fn check(root: &Path, c: &Citation) -> Result<(), String> {
     let Some(name) = &c.function else {
         return Ok(());
     };
-    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
         return Err(format!("{}::{name}: not a function name", c.file));
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -86,7 +90,10 @@ fn every_cited_test_exists_and_is_a_test() {
         with_function >= 60,
         "only {with_function} citations found: is the parser still reading the page?"
     );
-    let errors: Vec<String> = cited.iter().filter_map(|c| check(root(), c).err()).collect();
+    let errors: Vec<String> = cited
+        .iter()
+        .filter_map(|c| check(root(), c).err())
+        .collect();
     assert!(
         errors.is_empty(),
         "docs/security.md cites what is not there:\n{}",
@@ -96,7 +103,10 @@ fn every_cited_test_exists_and_is_a_test() {
 
 #[test]
 fn every_threat_cites_proofs() {
-    let threats: Vec<&str> = DOC.split("\n## ").filter(|s| s.starts_with("Threat (")).collect();
+    let threats: Vec<&str> = DOC
+        .split("\n## ")
+        .filter(|s| s.starts_with("Threat ("))
+        .collect();
     assert_eq!(threats.len(), 4, "four threats: (a) to (d)");
     for t in threats {
         let title = t.lines().next().unwrap_or("");
@@ -136,7 +146,10 @@ fn the_checker_refuses_false_citations() {
     );
     assert!(ok("tests/no_such_file.rs::x")[0].is_err());
     assert!(ok("tests/reaping.rs::no_such_test")[0].is_err());
-    assert!(ok("tests/reaping.rs::escapees_die")[0].is_err(), "a prefix is not the name");
+    assert!(
+        ok("tests/reaping.rs::escapees_die")[0].is_err(),
+        "a prefix is not the name"
+    );
     assert!(
         ok("tests/ssh_hostile.rs::assert_connect_error")[0]
             .as_ref()
