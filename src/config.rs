@@ -6,7 +6,8 @@
 //! Every error names the key (`policy.ssh_hosts[1]`, `CSM_CAPACITY`, `--manager`) and is
 //! reported at start. The token comes from a file or the environment, never from argv.
 //!
-//! `docs/operations.md` lists every key with its variable and default.
+//! `docs/configuration.md` lists every key with its variable, flag and default;
+//! `tests/config_reference.rs` checks it against this parser in both directions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
