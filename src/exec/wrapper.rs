@@ -48,6 +48,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::frames::FrameReader;
+use crate::template::single_quote;
 
 /// The bash binary used locally. Remote hosts use `bash` from their PATH.
 pub const LOCAL_BASH: &CStr = c"/bin/bash";
@@ -160,19 +161,6 @@ impl Default for Session {
     }
 }
 
-/// Single-quote `s` for bash: the result is always one literal word.
-pub fn shell_quote(s: &[u8], out: &mut Vec<u8>) {
-    out.push(b'\'');
-    for &b in s {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-}
-
 /// The remote command line for SSH mode. It is fixed text: no value, no path, no nonce.
 ///
 /// sshd runs it in a new session through the login shell; `exec` makes our bash the session
@@ -248,7 +236,7 @@ pub fn script_input(
     }
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b"__csm_dir=");
-    shell_quote(command_path.as_bytes(), &mut out);
+    single_quote(command_path.as_bytes(), &mut out);
     out.push(b'\n');
     match mode {
         Mode::Local => {
@@ -443,7 +431,7 @@ mod tests {
     fn quoting_round_trips_through_bash() {
         let v = b"it's a \"$(x)\" `y` \\ \n end";
         let mut q = Vec::new();
-        shell_quote(v, &mut q);
+        single_quote(v, &mut q);
         let mut script = b"printf %s ".to_vec();
         script.extend_from_slice(&q);
         let out = std::process::Command::new(LOCAL_BASH.to_str().unwrap())
