@@ -473,3 +473,67 @@ async fn the_manager_binary_serves_agents_and_closes_them_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A data directory whose master key is gone: the manager refuses to start, says how to
+/// recover, creates no new key (it would be useless against the database) and never
+/// reports itself listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_refuses_a_database_without_its_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "agent-token\n").unwrap();
+    let start = |data: &Path| {
+        Command::new(bin())
+            .args(["manager", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--agent-token-file")
+            .arg(&tokens)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // First start: creates the database and the key, then says it is listening.
+    let mut child = start(&data);
+    let stdout = child.stdout.take().unwrap();
+    let line = within(
+        "the listening line",
+        tokio::task::spawn_blocking(move || {
+            let mut l = String::new();
+            BufReader::new(stdout).read_line(&mut l).unwrap();
+            l
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(data.join("control-plane.db").exists());
+    std::fs::remove_file(data.join("master.key")).unwrap();
+
+    // Second start: refused, with no listening line and no new key.
+    let child = start(&data);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("restore the key from its backup"), "{err}");
+    assert!(!data.join("master.key").exists());
+}

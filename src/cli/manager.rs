@@ -1,7 +1,8 @@
 //! `csm-agent manager`: the control plane's agent endpoint and dispatch hub.
 //!
-//! It prints `listening on ADDR` on stdout once bound (so `--listen 127.0.0.1:0` is
-//! usable), serves agents until SIGTERM or SIGINT, then closes their sessions with 1001.
+//! It prints `listening on ADDR` on stdout once bound and its store is open (so
+//! `--listen 127.0.0.1:0` is usable), serves agents until SIGTERM or SIGINT, then closes
+//! their sessions with 1001.
 //! It also serves the GraphQL API (`POST /graphql`, GraphiQL on GET) with its store in
 //! `--data-dir`; API keys come from `--api-key-file` (one a line, `resolve KEY` for the
 //! resolve role) or `CSM_API_KEY` (one admin key).
@@ -130,11 +131,14 @@ pub fn main(args: &ManagerArgs, log: &str) -> i32 {
                 return ErrorKind::InvalidInput.exit_code();
             }
         };
-        if let Ok(addr) = listener.local_addr() {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "listening on {addr}");
-            let _ = out.flush();
-        }
+        let addr = listener.local_addr().ok();
+        let ready = move || {
+            if let Some(addr) = addr {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "listening on {addr}");
+                let _ = out.flush();
+            }
+        };
         let (mut term, mut int) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -151,7 +155,7 @@ pub fn main(args: &ManagerArgs, log: &str) -> i32 {
                 _ = int.recv() => {}
             }
         };
-        match manager::api::run(listener, cfg, api, stop).await {
+        match manager::api::run(listener, cfg, api, ready, stop).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error[internal]: {e}");

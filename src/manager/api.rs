@@ -84,6 +84,14 @@ pub enum StartError {
         /// Why.
         source: super::store::StoreError,
     },
+    /// A database but no master key: a new key would only make a useless file.
+    #[error("{db} exists but its master key {key} does not: restore the key from its backup, or name it with CSM_MASTER_KEY_FILE")]
+    KeyMissing {
+        /// The database file.
+        db: String,
+        /// The key file expected beside it.
+        key: String,
+    },
 }
 
 /// What the endpoint shares.
@@ -114,6 +122,16 @@ pub fn open(cfg: ApiConfig, hub: Hub) -> Result<(ControlPlane, Arc<ApiState>), S
                 source: super::store::StoreError::Backend(e.to_string()),
             })?;
     }
+    if cfg.master_key_file.is_none() {
+        let db = cfg.data_dir.join(super::store::sqlite::DB_FILE);
+        let key = cfg.data_dir.join(super::store::crypto::MASTER_KEY_FILE);
+        if db.exists() && !key.exists() {
+            return Err(StartError::KeyMissing {
+                db: db.display().to_string(),
+                key: key.display().to_string(),
+            });
+        }
+    }
     let key = Arc::new(MasterKey::load_or_create(
         &cfg.data_dir,
         cfg.master_key_file.clone(),
@@ -143,11 +161,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// Serve agents and the GraphQL API on `listener` until `shutdown`: opens the store in
-/// `api.data_dir` and builds a hub from `config`.
+/// `api.data_dir`, builds a hub from `config`, and calls `ready` once both are up.
 pub async fn run(
     listener: TcpListener,
     config: ManagerConfig,
     api: ApiConfig,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let hub = Hub::new(config.hub.clone());
@@ -157,6 +176,9 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Io(io::Error::other(e.to_string())))??
     };
+    // Only now: whoever waits for readiness must not see a start that is about to fail
+    // on the key or the store.
+    ready();
     super::serve_with(listener, hub, config, router(state), shutdown)
         .await
         .map_err(RunError::Io)
