@@ -519,7 +519,12 @@ async fn the_manager_refuses_a_database_without_its_master_key() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(data.join("control-plane.db").exists());
+    // The data directory and the database are private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("control-plane.db")), 0o600);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
     std::fs::remove_file(data.join("master.key")).unwrap();
 
     // Second start: refused, with no listening line and no new key.
