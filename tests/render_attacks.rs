@@ -300,3 +300,43 @@ fn lengths_and_other_functions_arguments_are_not_the_value() {
     let msg = e.to_string();
     assert!(msg.contains("arguments of `g`"), "{msg}");
 }
+
+/// Backquotes whose text bash un-escapes before parsing it (`\\`, `` \` ``, `\$`, `\"`) hold
+/// two levels of quoting; the 1,000,000-case fuzz run found references spliced at one level
+/// and read at the other (nested backquotes, `$'…'` inside them). A placeholder there is
+/// refused. Plain backquotes still render, and bash sees the value exactly.
+#[test]
+fn placeholders_in_backquotes_with_escapes_are_refused_and_plain_ones_render() {
+    for script in [
+        // Minimised from the fuzzer's failures.
+        "printf '%s' \"\\`${PATH:+qb}`printf '%s' \"\nE\n{${v}\\\\\"\\\\x\"\\$')${v}\\\\'\"${v}\\\\\"'`\"",
+        "( exec > o1; printf '%s' \"`printf '%s' \\\\\\`'\"${v}'`\"'E' )",
+        "printf -v x '%s' \"\\x`printf '%s' \\$'\\\\n#${v}\"x'\"\"#`\"",
+        "x=`printf %s \\$HOME${v}`",
+        "x=\"`printf %s \\\"${v}\\\"`\"",
+    ] {
+        let e = Template::from_script(script)
+            .render(&vars(b"x"), &Variables::new())
+            .expect_err(script);
+        assert!(matches!(e.kind(), ErrorKind::RenderError), "{script}: {e}");
+        assert!(e.to_string().contains("backquotes"), "{script}: {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for script in [
+        "x=`printf %s ${v}`; printf %s \"$x\" > out",
+        "x=\"`printf %s \"${v}\"`\"; printf %s \"$x\" > out",
+        "x=`printf %s '${v}'`; printf %s \"$x\" > out",
+    ] {
+        let value = "it's \"$(touch PWNED)\" `x` \\ end";
+        let r = Template::from_script(script)
+            .render(&vars(value.as_bytes()), &Variables::new())
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        run_bash(dir.path(), r.expose_bytes());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            value,
+            "{script}"
+        );
+        assert!(!dir.path().join("PWNED").exists(), "{script}");
+    }
+}

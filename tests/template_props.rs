@@ -534,9 +534,13 @@ proptest! {
         }
         let script = format!("{{ {script}\n}} > out");
         let r = Template::from_script(script.clone()).render(&vars(&[("v", &v)]), &Variables::new());
-        // A here-document inside backquotes is the one nesting the renderer refuses.
+        // Two nestings the renderer refuses: a here-document inside backquotes, and a
+        // placeholder inside backquotes whose text bash un-escapes first (backquotes
+        // nested in backquotes).
         if let Err(TemplateError::Unsure { reason, .. }) = &r {
-            if reason.contains("here-document inside backquotes") {
+            if reason.contains("here-document inside backquotes")
+                || reason.contains("backquotes whose text has backslash escapes")
+            {
                 return Ok(());
             }
         }

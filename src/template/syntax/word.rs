@@ -1036,8 +1036,19 @@ impl Parser<'_, '_> {
             self.pos = close + 1;
             return;
         }
+        let collapsed = text.len() < close - start - 1;
+        let sites = self.out.sites.len();
         let mut sub = Parser::new(&text, Some(map), self.out, Level::Backquote, depth);
         sub.script(scope);
+        if collapsed && self.out.sites.len() > sites {
+            // Backslashes that bash removes before it parses the text (`\`, `\``, `\$`,
+            // `"`) make two levels of quoting, and a reference spliced into one is read at
+            // the other (the fuzzer found nested backquotes and `$'…'` where they disagree).
+            self.pos = start;
+            self.distrust(
+                r#"a placeholder inside backquotes whose text has backslash escapes (\\ \` \$ \"); use $(…) instead"#,
+            );
+        }
         self.pos = close + 1;
     }
 
