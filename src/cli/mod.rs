@@ -6,6 +6,8 @@
 //! (`cli/arg_error.rs`).
 
 mod arg_error;
+pub mod completions;
+pub mod config_check;
 mod files;
 pub mod manager;
 pub mod run;
@@ -20,7 +22,18 @@ pub use test_run::{SshArgs, TestRunArgs};
 
 /// csm-agent: run Custom Secrets Manager scripts safely.
 #[derive(Debug, Parser)]
-#[command(name = "csm-agent", version, about, long_about = None)]
+#[command(
+    name = "csm-agent",
+    version,
+    about,
+    long_about = "csm-agent runs Custom Secrets Manager scripts: bash templates that read a secret \
+from a store and leave it in $secret. Values are bound as data, never pasted into the script; \
+scripts run locally or over SSH with strict host-key checking; logs are masked.\n\n\
+`run` is the long-running agent that takes tasks from a control plane, `manager` is the \
+control plane's agent endpoint, and `test-run` runs one template by hand.",
+    after_help = "Documentation: README.md and docs/ (operations.md, configuration.md, \
+security.md, sidecar.md), installed under /usr/share/doc/csm-agent/."
+)]
 pub struct Cli {
     /// Log verbosity for the agent's own diagnostics (never values): error, warn, info, debug.
     #[arg(long, global = true, default_value = "warn", env = "CSM_LOG")]
@@ -41,6 +54,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the agent endpoint and dispatch hub (the control plane's side).
     Manager(manager::ManagerArgs),
+    /// Check the agent's configuration, or print its defaults.
+    Config(config_check::ConfigArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Print or write the manual pages.
+    Man(completions::ManArgs),
 }
 
 /// Parse `args` (the program name first) and run the command; returns the exit code.
@@ -62,6 +81,9 @@ pub fn main(cli: Cli) -> i32 {
     match &cli.command {
         Command::Run(a) => return run::main(a, &cli.log),
         Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::Config(a) => return config_check::main(a),
+        Command::Completions(a) => return completions::completions(a),
+        Command::Man(a) => return completions::man(a),
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
@@ -81,7 +103,7 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run::test_run(args, &mut out, &mut err).await
             }
-            Command::Run(_) | Command::Manager(_) => unreachable!("dispatched above"),
+            _ => unreachable!("dispatched above"),
         }
     })
 }
