@@ -231,34 +231,154 @@ async fn stdin_is_dev_null() {
     assert_eq!(secret_of(&o), b"[]/dev/null");
 }
 
+/// The agent's environment, cleared to the allowlist: the allowed names arrive with their
+/// values, and names that only resemble them (a prefix, a suffix, a longer name) do not.
 #[tokio::test]
 async fn environment_is_an_allowlist() {
-    let allowed: Vec<(String, String)> = vec![
-        ("PATH".into(), "/usr/bin:/bin".into()),
-        ("AGENT_TOKEN".into(), "tok-should-not-leak".into()),
-        ("LC_ALL".into(), "C".into()),
-        ("EXTRA_OK".into(), "yes".into()),
-    ];
-    let env = EnvPolicy::with_extra(["EXTRA_*".to_string()]).filter(allowed);
-    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(names.contains(&"PATH") && names.contains(&"LC_ALL") && names.contains(&"EXTRA_OK"));
-    assert!(!names.contains(&"AGENT_TOKEN"));
-    // And a script sees only that: no variable from this test process's own environment
-    // beyond the allowlist (cargo sets many CARGO_* variables here).
-    let o = run(
-        "secret=$(env | cut -d= -f1 | sort | tr '\\n' ' ')",
+    let planted: Vec<(String, String)> = [
+        ("PATH", "/usr/bin:/bin"),
+        ("HOME", "/home/agent"),
+        ("LANG", "C.UTF-8"),
+        ("LC_ALL", "C"),
+        ("LC_TIME", "C"),
+        ("TZ", "UTC"),
+        ("USER", "agent"),
+        ("LOGNAME", "agent"),
+        ("EXTRA_OK", "yes"),
+        // Near misses, and the agent's own secrets.
+        ("HOME_TOKEN", "leak-1"),
+        ("PATHX", "leak-2"),
+        ("XPATH", "leak-3"),
+        ("LC", "leak-4"),
+        ("LCALL", "leak-5"),
+        ("TZ_SECRET", "leak-6"),
+        ("USERS", "leak-7"),
+        ("LOGNAME2", "leak-8"),
+        ("LANGUAGE_KEY", "leak-9"),
+        ("EXTRA", "leak-10"),
+        ("AGENT_TOKEN", "leak-11"),
+        ("TMPDIR", "/agents/own/tmp"),
+        ("CSM_AGENT_TASK", "forged"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let policy = EnvPolicy::with_extra(["EXTRA_*".to_string()]);
+    let executor = LocalExecutor::from_env(&policy, planted);
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        "secret=$(env | LC_ALL=C sort | tr '\\n' ' ')",
         Variables::new(),
-    )
-    .await;
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    let o = exec::run(&executor, &j, &once(), &CancellationToken::new()).await;
     let seen = String::from_utf8(secret_of(&o)).unwrap();
-    for name in seen.split_whitespace() {
+    let vars: std::collections::BTreeMap<&str, &str> = seen
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    for (k, v) in [
+        ("PATH", "/usr/bin:/bin"),
+        ("HOME", "/home/agent"),
+        ("LANG", "C.UTF-8"),
+        ("LC_ALL", "C"),
+        ("LC_TIME", "C"),
+        ("TZ", "UTC"),
+        ("USER", "agent"),
+        ("LOGNAME", "agent"),
+        ("EXTRA_OK", "yes"),
+    ] {
+        assert_eq!(vars.get(k), Some(&v), "{k} did not arrive: {seen}");
+    }
+    assert!(!seen.contains("leak-"), "a near-miss name arrived: {seen}");
+    // The executor's own two, per attempt: never the agent's.
+    assert_ne!(vars.get("TMPDIR"), Some(&"/agents/own/tmp"), "{seen}");
+    assert_ne!(vars.get("CSM_AGENT_TASK"), Some(&"forged"), "{seen}");
+    for name in vars.keys() {
         assert!(
-            ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "PWD", "SHLVL", "_", "OLDPWD"]
-                .contains(&name)
-                || name.starts_with("LC_"),
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "LC_TIME",
+                "TZ",
+                "USER",
+                "LOGNAME",
+                "EXTRA_OK",
+                "TMPDIR",
+                "CSM_AGENT_TASK",
+                "PWD",
+                "SHLVL",
+                "_",
+                "OLDPWD"
+            ]
+            .contains(name),
             "unexpected variable {name} reached the script: {seen}"
         );
     }
+}
+
+/// Each attempt gets a private TMPDIR: mode 0700, on a memory filesystem where there is
+/// one, where bash puts large here-documents, and removed on every path.
+#[tokio::test]
+async fn each_attempt_has_a_private_tmpdir_removed_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "x".repeat(200_000);
+    let script = format!(
+        "stat -c '%a %U' \"$TMPDIR\" > seen\necho \"$TMPDIR\" >> seen\n\
+         cat <<EOF | wc -c >> seen\n{body}\nEOF\n\
+         touch \"$TMPDIR/left-behind\"\n"
+    );
+    for (tail, kind) in [
+        ("secret=ok", None),
+        ("exit 3", Some(ErrorKind::ScriptFailed)),
+        ("sleep 1000", Some(ErrorKind::Timeout)),
+    ] {
+        let j = job(
+            &format!("{script}{tail}"),
+            Variables::new(),
+            dir.path(),
+            Duration::from_secs(3),
+        );
+        let o = run_job(&j, &once()).await;
+        match kind {
+            None => assert_eq!(secret_of(&o), b"ok"),
+            Some(k) => assert_eq!(kind_of(&o), k),
+        }
+        let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+        let mut lines = seen.lines();
+        let mode = lines.next().unwrap();
+        assert!(mode.starts_with("700 "), "{seen}");
+        let tmp = PathBuf::from(lines.next().unwrap());
+        assert_eq!(lines.next().unwrap().trim(), "200001", "{seen}");
+        if Path::new("/dev/shm").is_dir() && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            assert!(tmp.starts_with("/dev/shm"), "{seen}");
+        }
+        assert!(!tmp.exists(), "{tail}: {} was left behind", tmp.display());
+    }
+    // Cancelled.
+    let j = job(
+        &format!("{script}touch started\nsleep 1000"),
+        Variables::new(),
+        dir.path(),
+        Duration::from_secs(60),
+    );
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let h =
+        tokio::spawn(async move { exec::run(&LocalExecutor::default(), &j, &once(), &c2).await });
+    let end = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("started").exists() && Instant::now() < end {
+        tokio::task::yield_now().await;
+    }
+    let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+    let tmp = PathBuf::from(seen.lines().nth(1).unwrap());
+    assert!(tmp.join("left-behind").exists());
+    cancel.cancel();
+    assert_eq!(kind_of(&h.await.unwrap()), ErrorKind::Cancelled);
+    assert!(!tmp.exists(), "{} was left behind", tmp.display());
 }
 
 /// While the script runs, no process of its tree has a value or the script in argv or in its
@@ -390,47 +510,52 @@ async fn background_jobs_do_not_outlive_a_successful_script() {
     assert!(gone_within(&m, Duration::from_secs(5)));
 }
 
+/// A script with a real background child (a process of its own, not bash `exec`ed away)
+/// that has provably started; cancelling, or dropping the attempt's future, kills both.
 #[tokio::test]
 async fn cancellation_and_drop_kill_the_tree() {
-    // Cancel.
-    let m = marker();
-    let dir = tempfile::tempdir().unwrap();
-    let j = job(
-        &format!("exec -a {m} sleep 1000"),
-        Variables::new(),
-        dir.path(),
-        Duration::from_secs(60),
-    );
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    let handle =
-        tokio::spawn(async move { exec::run(&LocalExecutor::default(), &j, &once(), &c2).await });
-    let end = Instant::now() + Duration::from_secs(10);
-    while !alive_with(&m) && Instant::now() < end {
-        tokio::task::yield_now().await;
+    for drop_it in [false, true] {
+        let m = marker();
+        let dir = tempfile::tempdir().unwrap();
+        let started = dir.path().join("started");
+        let j = job(
+            &format!("(exec -a {m} sleep 1000) &\necho \"$!\" > started\nsleep 1000"),
+            Variables::new(),
+            dir.path(),
+            Duration::from_secs(60),
+        );
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        let handle =
+            tokio::spawn(
+                async move { exec::run(&LocalExecutor::default(), &j, &once(), &c2).await },
+            );
+        let end = Instant::now() + Duration::from_secs(10);
+        while !(alive_with(&m) && started.exists()) && Instant::now() < end {
+            tokio::task::yield_now().await;
+        }
+        assert!(alive_with(&m), "the background child never started");
+        let child: i32 = std::fs::read_to_string(&started)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The child is a process of its own, not bash itself.
+        let bash_pid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(child))).unwrap();
+        assert_ne!(bash_pid.as_raw(), child, "the marker is bash itself");
+        if drop_it {
+            handle.abort();
+            let _ = handle.await;
+        } else {
+            cancel.cancel();
+            let o = handle.await.unwrap();
+            assert_eq!(kind_of(&o), ErrorKind::Cancelled);
+        }
+        assert!(
+            gone_within(&m, Duration::from_secs(5)),
+            "drop={drop_it}: the background child survived"
+        );
     }
-    cancel.cancel();
-    let o = handle.await.unwrap();
-    assert_eq!(kind_of(&o), ErrorKind::Cancelled);
-    assert!(gone_within(&m, Duration::from_secs(5)));
-
-    // Drop the future mid-run.
-    let m = marker();
-    let j = job(
-        &format!("exec -a {m} sleep 1000"),
-        Variables::new(),
-        dir.path(),
-        Duration::from_secs(60),
-    );
-    let handle = tokio::spawn(async move { run_job(&j, &once()).await });
-    let end = Instant::now() + Duration::from_secs(10);
-    while !alive_with(&m) && Instant::now() < end {
-        tokio::task::yield_now().await;
-    }
-    assert!(alive_with(&m), "the script never started");
-    handle.abort();
-    let _ = handle.await;
-    assert!(gone_within(&m, Duration::from_secs(5)));
 }
 
 #[tokio::test]
@@ -481,7 +606,7 @@ async fn oversized_secret_is_refused() {
     );
     j.limits.max_secret = 4096;
     let o = run_job(&j, &once()).await;
-    assert_eq!(kind_of(&o), ErrorKind::ScriptFailed);
+    assert_eq!(kind_of(&o), ErrorKind::SecretTooLarge);
     assert!(o.result.unwrap_err().to_string().contains("4096"));
 }
 

@@ -71,6 +71,11 @@ fn attacks() -> Vec<Attack> {
         d("x=$(cat <<'EOF'\n${v}\nEOF\n)", "EOF)\ntouch @M@\n("),
         // bash evaluating a variable's value as code.
         a("declare -a x=${v}", "([0]=$(touch @M@))"),
+        a("x=(); declare x=${v}", "([0]=$(touch @M@))"),
+        a(
+            "read -a x <<< 1; local_f() { local x=${v}; }; local_f",
+            "([0]=$(touch @M@))",
+        ),
         a(
             "local_f() { local -a x=\"${v}\"; }; local_f",
             "([0]=$(touch @M@))",
@@ -273,4 +278,25 @@ fn unsure_scripts_refuse_naming_the_variable_and_both_lines() {
     assert!(Template::from_script("eval \"$cmd\"")
         .render(&Variables::new(), &Variables::new())
         .is_ok());
+}
+
+#[test]
+fn lengths_and_other_functions_arguments_are_not_the_value() {
+    // `${#x}` is an integer whatever `x` holds; and a function's $1 is its own, not that of
+    // every function (found by the engineers writing real templates).
+    for script in [
+        "x=${v}; n=${#x}; (( n > 3 )) && echo long",
+        "die() { echo \"$1\" >&2; }; g() { local t=$1; (( t > 0 )) && echo pos; }; die \"bad ${v}\"; g 5",
+    ] {
+        let t = Template::from_script(script);
+        let r = t.render(&vars(b"a[$(touch /nonexistent/x)] long value"), &Variables::new());
+        assert!(r.is_ok(), "{script}: {}", r.unwrap_err());
+    }
+    // But a function that does evaluate its argument still refuses the value passed to it.
+    let t = Template::from_script("g() { (( $1 > 0 )); }; die() { :; }; g ${v}");
+    let e = t
+        .render(&vars(b"a[$(touch x)]"), &Variables::new())
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("arguments of `g`"), "{msg}");
 }

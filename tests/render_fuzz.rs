@@ -153,6 +153,19 @@ fn runaway_scripts_are_killed_at_the_deadline() {
     );
 }
 
+/// A script that closes its output and goes on is not cut short: the runner waits for
+/// bash itself, not only for end-of-file.
+#[test]
+fn scripts_that_close_their_output_still_run_to_the_end() {
+    let sb = Sandbox::new();
+    let dir = sb.case_dir(2);
+    let script =
+        b"exec >&- 2>&-\nfor i in 1 2 3 4 5 6 7 8; do : \"$(printf x)\"; done\nprintf x > late";
+    let run = run_bash(script, &dir, false, Duration::from_secs(20));
+    assert!(!run.timed_out);
+    assert_eq!(dir.read("late").as_deref(), Some(&b"x"[..]));
+}
+
 /// Whether process `pid` (not our child) exits within `limit`: a pidfd becomes readable
 /// when it does, so this waits on the event itself.
 fn exits_within(pid: i32, limit: Duration) -> bool {

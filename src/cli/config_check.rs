@@ -458,7 +458,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env_of(m: &HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env_of<'a>(m: &'a HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> + 'a {
         move |k: &str| m.get(k).cloned()
     }
 

@@ -2,8 +2,9 @@
 //!
 //! It prints `listening on ADDR` on stdout once bound (so `--listen 127.0.0.1:0` is
 //! usable), serves agents until SIGTERM or SIGINT, then closes their sessions with 1001.
-//! This release keeps no state on disk: `--data-dir` is created and checked for the store
-//! that the GraphQL API brings.
+//! It also serves the GraphQL API (`POST /graphql`, GraphiQL on GET) with its store in
+//! `--data-dir`; API keys come from `--api-key-file` (one a line, `resolve KEY` for the
+//! resolve role) or `CSM_API_KEY` (one admin key).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::LogFormat;
 use crate::error::ErrorKind;
+use crate::manager::api::ApiConfig;
 use crate::manager::{self, AgentTokens, ManagerConfig};
 
 /// `csm-agent manager`.
@@ -57,6 +59,28 @@ pub struct ManagerArgs {
     /// Log format: human or json.
     #[arg(long, value_name = "FORMAT", default_value = "human")]
     pub log_format: String,
+    /// GraphQL API keys, one a line: `KEY` or `admin KEY` (admin), `resolve KEY` (resolve).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// The GraphQL API keys: the file, plus `CSM_API_KEY` as an admin key.
+fn api_keys(args: &ManagerArgs) -> Result<crate::manager::auth::ApiKeys, String> {
+    use crate::manager::auth::{ApiKeys, Role, MIN_KEY_LEN};
+    let mut keys = match &args.api_key_file {
+        Some(f) => ApiKeys::from_file(f).map_err(|e| e.to_string())?,
+        None => ApiKeys::empty(),
+    };
+    if let Some(k) = std::env::var_os("CSM_API_KEY") {
+        let k = zeroize::Zeroizing::new(k.into_encoded_bytes());
+        if k.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "CSM_API_KEY must be at least {MIN_KEY_LEN} characters"
+            ));
+        }
+        keys.add(&k, Role::Admin);
+    }
+    Ok(keys)
 }
 
 fn secs(v: f64, flag: &str) -> Result<Duration, String> {
@@ -67,7 +91,7 @@ fn secs(v: f64, flag: &str) -> Result<Duration, String> {
     }
 }
 
-fn config(args: &ManagerArgs) -> Result<(ManagerConfig, LogFormat), String> {
+fn config(args: &ManagerArgs) -> Result<(ManagerConfig, LogFormat, ApiConfig), String> {
     let format = match args.log_format.as_str() {
         "human" | "text" => LogFormat::Human,
         "json" => LogFormat::Json,
@@ -88,12 +112,13 @@ fn config(args: &ManagerArgs) -> Result<(ManagerConfig, LogFormat), String> {
     if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
         cfg.tls = Some(manager::tls_server_config(c, k).map_err(|e| e.to_string())?);
     }
-    Ok((cfg, format))
+    let api = ApiConfig::new(args.data_dir.clone(), api_keys(args)?);
+    Ok((cfg, format, api))
 }
 
 /// Run the manager; returns the exit status.
 pub fn main(args: &ManagerArgs, log: &str) -> i32 {
-    let (cfg, format) = match config(args) {
+    let (cfg, format, api) = match config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error[invalid_input]: {e}");
@@ -140,7 +165,7 @@ pub fn main(args: &ManagerArgs, log: &str) -> i32 {
                 _ = int.recv() => {}
             }
         };
-        match manager::run(listener, cfg, stop).await {
+        match manager::api::run(listener, cfg, api, stop).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error[internal]: {e}");

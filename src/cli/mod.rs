@@ -8,6 +8,7 @@
 mod arg_error;
 pub mod completions;
 pub mod config_check;
+pub mod dev;
 mod files;
 pub mod manager;
 pub mod run;
@@ -60,6 +61,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print or write the manual pages.
     Man(completions::ManArgs),
+    /// The control plane and a local agent in one process, for trying things out.
+    Dev(dev::DevArgs),
 }
 
 /// Parse `args` (the program name first) and run the command; returns the exit code.
@@ -84,6 +87,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Config(a) => return config_check::main(a),
         Command::Completions(a) => return completions::completions(a),
         Command::Man(a) => return completions::man(a),
+        Command::Dev(a) => return dev::main(a, &cli.log),
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
@@ -103,7 +107,12 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run::test_run(args, &mut out, &mut err).await
             }
-            _ => unreachable!("dispatched above"),
+            Command::Run(_)
+            | Command::Manager(_)
+            | Command::Dev(_)
+            | Command::Config(_)
+            | Command::Completions(_)
+            | Command::Man(_) => unreachable!("dispatched above"),
         }
     })
 }

@@ -1,24 +1,28 @@
 //! The local executor: runs the wrapped script under `/bin/bash` on this host.
 //!
-//! Each attempt is one bash process in a process group of its own, started with
-//! `posix_spawn` (no `fork` of the agent: cheaper, and no code runs between fork and exec).
-//! The script arrives on stdin (never argv), the result on a dedicated fd 3 pipe, and
-//! stdout and stderr are drained concurrently into masked, capped captures. At the deadline the group gets SIGTERM, then
-//! SIGKILL after the grace period, while output keeps being drained. When bash exits, or the
-//! attempt is cancelled or dropped, whatever is left of the group is killed too.
+//! Each attempt is one bash process leading a process group of its own,
+//! started with `posix_spawn` ([`super::spawn`]) with nothing but stdin, stdout, stderr and
+//! the result channel ([`super::channel`]) open. The script arrives on stdin (never argv).
+//! stdout and stderr are drained concurrently into masked, capped captures; the channel is
+//! read for frames from bash itself only.
 //!
-//! The environment is cleared down to an allowlist: the agent's own environment holds
-//! tokens, and none of it reaches a script.
+//! The script's environment is the agent's, cleared down to an allowlist (the agent's own
+//! environment holds tokens), plus `TMPDIR`, a private directory for this attempt
+//! ([`super::tmpdir`]), and `CSM_AGENT_TASK`, the attempt's marker.
+//!
+//! At the deadline the group gets SIGTERM, then SIGKILL after the grace period, while output
+//! keeps being drained ([`super::kill`]). When bash exits, or the attempt is cancelled or
+//! dropped, the group is killed, then the attempt's cgroup if it has one
+//! ([`super::cgroup`]), then its orphans ([`super::reap`]: the first local attempt makes
+//! the agent a child subreaper for that); then its temporary directory is removed.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
-use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -26,7 +30,14 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wrapper::{self, FrameReader, Mode};
+use super::cgroup::{self, CgroupPolicy, TaskCgroup};
+use super::channel::{self, Channel, Read};
+use super::frames::FrameReader;
+use super::kill::{Ladder, Step};
+use super::reap::{self, Tracked};
+use super::spawn::{self, ChildFds};
+use super::tmpdir::{self, TempDir};
+use super::wrapper::{self, Mode, Session, MARKER_VAR};
 use super::{Attempt, BoxFuture, ExecError, Executor, Exit, Job};
 use crate::mask::LogCapture;
 
@@ -59,13 +70,18 @@ impl EnvPolicy {
     }
 
     fn allows(&self, name: &str) -> bool {
+        // The executor sets these two itself, per attempt.
+        if name == "TMPDIR" || name == MARKER_VAR {
+            return false;
+        }
         self.allow.iter().any(|pat| match pat.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
             None => name == pat,
         })
     }
 
-    /// The environment a script gets, taken from `vars` (normally the agent's own).
+    /// The environment a script gets from `vars` (normally the agent's own), before the
+    /// executor adds `TMPDIR` and `CSM_AGENT_TASK`.
     pub fn filter(
         &self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -84,6 +100,10 @@ impl EnvPolicy {
 pub struct LocalExecutor {
     /// `NAME=value` strings, ready for `posix_spawn`.
     env: Arc<Vec<CString>>,
+    /// Where attempts' temporary directories go.
+    tmp_base: Arc<PathBuf>,
+    /// The parent of attempts' cgroups, if any.
+    cgroup: Option<Arc<PathBuf>>,
 }
 
 impl Default for LocalExecutor {
@@ -96,12 +116,39 @@ impl LocalExecutor {
     /// An executor whose scripts see the agent's environment filtered by `policy`.
     /// The environment is read once, here, not per task.
     pub fn new(policy: &EnvPolicy) -> Self {
+        Self::from_env(policy, std::env::vars())
+    }
+
+    /// An executor whose scripts see `vars` (standing for the agent's environment)
+    /// filtered by `policy`. `XDG_RUNTIME_DIR` among them picks where temporary
+    /// directories go.
+    pub fn from_env(policy: &EnvPolicy, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let xdg = vars
+            .iter()
+            .find(|(k, _)| k == "XDG_RUNTIME_DIR")
+            .map(|(_, v)| PathBuf::from(v));
         let env = policy
-            .filter(std::env::vars())
+            .filter(vars)
             .into_iter()
-            .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+            .filter_map(|(k, v)| spawn::env_entry(&k, &v))
             .collect();
-        LocalExecutor { env: Arc::new(env) }
+        LocalExecutor {
+            env: Arc::new(env),
+            tmp_base: Arc::new(tmpdir::base_from(xdg.as_deref())),
+            cgroup: cgroup::resolve(&CgroupPolicy::Auto).map(Arc::new),
+        }
+    }
+
+    /// The same executor with per-attempt cgroups placed by `policy`.
+    pub fn with_cgroup(mut self, policy: &CgroupPolicy) -> Self {
+        self.cgroup = cgroup::resolve(policy).map(Arc::new);
+        self
+    }
+
+    /// Whether attempts get a cgroup of their own.
+    pub fn uses_cgroups(&self) -> bool {
+        self.cgroup.is_some()
     }
 }
 
@@ -115,12 +162,14 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ExecError {
     move |source| ExecError::Io { what, source }
 }
 
-/// The spawned bash. Dropping it kills the whole process group and reaps bash, so a
-/// cancelled, dropped or panicking attempt leaves neither processes nor a zombie.
+/// The spawned bash. Dropping it kills the whole process group, reaps bash and sweeps the
+/// attempt's orphans ([`Tracked`]), so a cancelled, dropped or panicking attempt leaves
+/// neither processes nor a zombie.
 struct Child {
     pid: Pid,
     reaped: bool,
     sigchld: tokio::signal::unix::Signal,
+    tracked: Option<Tracked>,
 }
 
 impl Child {
@@ -159,88 +208,80 @@ impl Child {
     }
 }
 
-impl Drop for Child {
-    fn drop(&mut self) {
+impl Child {
+    /// The attempt is over: kill the group, the cgroup, then the orphans. What is left to
+    /// reap is returned, for a blocking thread.
+    fn end(&mut self, cgroup: Option<&TaskCgroup>) -> Option<reap::Pending> {
         self.signal_group(Signal::SIGKILL);
-        if self.reaped {
-            return;
+        if let Some(cg) = cgroup {
+            cg.kill();
         }
-        if let Ok(WaitStatus::StillAlive) = waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            // SIGKILLed, so this returns promptly; off the async threads all the same.
-            let pid = self.pid;
-            std::thread::spawn(move || {
-                let _ = waitpid(pid, None);
-            });
-        }
+        self.tracked.take().and_then(Tracked::finish)
     }
 }
 
-/// The agent's ends of the child's pipes.
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+        if !self.reaped {
+            if let Ok(WaitStatus::StillAlive) = waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                // SIGKILLed, so this returns promptly; off the async threads all the same.
+                let pid = self.pid;
+                std::thread::spawn(move || {
+                    let _ = waitpid(pid, None);
+                });
+            }
+        }
+        // The orphans, after the group (dropping an unfinished `Tracked` sweeps).
+        self.tracked.take();
+    }
+}
+
+/// The agent's ends of the child's pipes and channel.
 struct Pipes {
     stdin: pipe::Sender,
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
-    result: pipe::Receiver,
+    channel: Channel,
 }
 
-/// A pipe whose child end is at fd 10 or above, so that the `dup2`s onto 0–3 in the file
-/// actions can never clobber one another, even in an agent started with stdio closed.
+/// `fd` moved to 10 or above, close-on-exec, so that the `dup2`s onto 0–3 in the spawn can
+/// never clobber one another, even in an agent started with stdio closed.
+fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    let high = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
+}
+
 fn child_pipe(child_reads: bool) -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (parent, child) = if child_reads { (w, r) } else { (r, w) };
-    let high = fcntl(&child, FcntlArg::F_DUPFD_CLOEXEC(10))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    let child = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
-    Ok((parent, child))
+    Ok((parent, high(child)?))
 }
 
-/// Signals whose disposition the agent may have changed (Rust ignores SIGPIPE). An ignored
-/// signal stays ignored across exec, so the child gets these back at their defaults.
-const RESET_SIGNALS: &[Signal] = &[
-    Signal::SIGPIPE,
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTSTP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-];
-
-fn spawn_bash(env: &[CString]) -> std::io::Result<(Child, Pipes)> {
+fn spawn_bash(
+    exec: &LocalExecutor,
+    session: &Session,
+    tmp: &Path,
+) -> std::io::Result<(Child, Pipes)> {
     // Registered before the spawn, so the child's exit cannot be missed.
     let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     let (stdin_w, stdin_r) = child_pipe(true)?;
     let (stdout_r, stdout_w) = child_pipe(false)?;
     let (stderr_r, stderr_w) = child_pipe(false)?;
-    let (result_r, result_w) = child_pipe(false)?;
+    let (channel, theirs) = channel::pair()?;
+    let theirs = high(theirs)?;
 
-    let mut actions = PosixSpawnFileActions::init()?;
-    // dup2 clears FD_CLOEXEC on the target, so exactly these four survive exec.
-    for (fd, target) in [
-        (&stdin_r, 0),
-        (&stdout_w, 1),
-        (&stderr_w, 2),
-        (&result_w, 3),
-    ] {
-        actions.add_dup2(fd.as_raw_fd(), target)?;
-    }
-    let mut attr = PosixSpawnAttr::init()?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
-    )?;
-    attr.set_pgroup(Pid::from_raw(0))?;
-    attr.set_sigmask(&SigSet::empty())?;
-    let mut defaults = SigSet::empty();
-    for s in RESET_SIGNALS {
-        defaults.add(*s);
-    }
-    attr.set_sigdefault(&defaults)?;
+    let extra = [
+        spawn::env_entry("TMPDIR", &tmp.to_string_lossy()),
+        spawn::env_entry(MARKER_VAR, session.marker()),
+    ];
+    let env: Vec<&std::ffi::CStr> = exec
+        .env
+        .iter()
+        .map(CString::as_c_str)
+        .chain(extra.iter().flatten().map(CString::as_c_str))
+        .collect();
     let args = [
         wrapper::LOCAL_BASH,
         c"--noprofile",
@@ -249,18 +290,26 @@ fn spawn_bash(env: &[CString]) -> std::io::Result<(Child, Pipes)> {
         wrapper::LOCAL_BOOTSTRAP,
         wrapper::SCRIPT_NAME_C,
     ];
-    let pid = posix_spawn(wrapper::LOCAL_BASH, &actions, &attr, &args, env)?;
+    let fds = ChildFds {
+        stdin: stdin_r.as_fd(),
+        stdout: stdout_w.as_fd(),
+        stderr: stderr_w.as_fd(),
+        channel: theirs.as_fd(),
+        channel_at: session.local_fds(),
+    };
+    let pid = spawn::spawn(wrapper::LOCAL_BASH, &args, &env, &fds)?;
     let child = Child {
         pid,
         reaped: false,
         sigchld,
+        tracked: Some(Tracked::register(pid, session.marker())),
     };
-    drop((stdin_r, stdout_w, stderr_w, result_w));
+    drop((stdin_r, stdout_w, stderr_w, theirs));
     let pipes = Pipes {
         stdin: pipe::Sender::from_owned_fd(stdin_w)?,
         stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
         stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
-        result: pipe::Receiver::from_owned_fd(result_r)?,
+        channel,
     };
     Ok((child, pipes))
 }
@@ -272,20 +321,47 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
             path: job.command_path.clone(),
         });
     }
-    let (mut child, pipes) = match spawn_bash(&exec.env) {
+    reap::ensure_subreaper();
+    let session = Session::new();
+    // Dropped last (locals drop in reverse order): after the processes are dead.
+    let tmp = match TempDir::create(&exec.tmp_base, session.marker()) {
+        Ok(t) => t,
+        Err(e) => return Attempt::failed(io("creating the attempt's temporary directory")(e)),
+    };
+    let mut cgroup = exec.cgroup.as_deref().and_then(|parent| {
+        TaskCgroup::create(parent, session.marker())
+            .map_err(|e| tracing::warn!(error = %e, "cannot create a cgroup for the attempt"))
+            .ok()
+    });
+    // No sweep may run between the spawn and the registration (inside `spawn_bash`).
+    let spawning = reap::spawning();
+    let (mut child, pipes) = match spawn_bash(exec, &session, tmp.path()) {
         Ok(c) => c,
         Err(e) => return Attempt::failed(io("starting /bin/bash")(e)),
     };
+    drop(spawning);
+    if let Some(cg) = &cgroup {
+        // bash is blocked reading its script, which is not written yet: it has not forked.
+        if let Err(e) = cg.adopt(child.pid) {
+            tracing::warn!(error = %e, "cannot move bash into the attempt's cgroup");
+            cgroup = None;
+        }
+    }
     let Pipes {
         mut stdin,
         mut stdout,
         mut stderr,
-        mut result,
+        mut channel,
     } = pipes;
 
     // The writer runs beside the readers: a script larger than the pipe buffer would
     // otherwise deadlock against a shell that is waiting to be read.
-    let input = wrapper::script_input(Mode::Local, &job.command_path, job.script.expose_bytes());
+    let input = wrapper::script_input(
+        &session,
+        Mode::Local,
+        &job.command_path,
+        job.script.expose_bytes(),
+    );
     let writer = async move {
         // EPIPE only means bash is gone; its exit tells the story.
         let _ = stdin.write_all(&input).await;
@@ -294,26 +370,26 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
 
     let mut out_cap = LogCapture::new(job.masker.clone(), job.limits.stdout_cap);
     let mut err_cap = LogCapture::new(job.masker.clone(), job.limits.stderr_cap);
-    let mut frames = FrameReader::new(job.limits.max_secret);
+    let mut frames = session.frame_reader(job.limits.max_secret, false);
 
-    let started = Instant::now();
+    let ladder = Ladder::new(
+        (Instant::now() + job.timeout).into_std(),
+        job.limits.grace,
+        job.limits.drain,
+    );
     let supervised = supervise(
         &mut child,
         Streams {
             stdout: &mut stdout,
             stderr: &mut stderr,
-            result: &mut result,
+            channel: &mut channel,
         },
         Sinks {
             stdout: &mut out_cap,
             stderr: &mut err_cap,
             frames: &mut frames,
         },
-        Deadlines {
-            timeout: started + job.timeout,
-            grace: job.limits.grace,
-            drain: job.limits.drain,
-        },
+        ladder,
         &cancel,
     );
     let (end, _) = tokio::join!(supervised, writer);
@@ -326,7 +402,13 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
         ),
         End::Cancelled => (Err(ExecError::Cancelled), Exit::Unknown),
     };
+    // The group, the cgroup, the orphans; the directory goes last.
+    if let Some(pending) = child.end(cgroup.as_ref()) {
+        let _ = tokio::task::spawn_blocking(move || pending.complete()).await;
+    }
     drop(child);
+    drop(cgroup);
+    drop(tmp);
     Attempt {
         report,
         exit,
@@ -335,10 +417,10 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
     }
 }
 
-struct Streams<'a, O, E, R> {
+struct Streams<'a, O, E> {
     stdout: &'a mut O,
     stderr: &'a mut E,
-    result: &'a mut R,
+    channel: &'a mut Channel,
 }
 
 struct Sinks<'a> {
@@ -347,47 +429,48 @@ struct Sinks<'a> {
     frames: &'a mut FrameReader,
 }
 
-struct Deadlines {
-    timeout: Instant,
-    grace: Duration,
-    drain: Duration,
-}
-
 enum End {
     Exited(Exit),
     TimedOut,
     Cancelled,
 }
 
-/// One loop drives everything: reading all three pipes, reaping the child, the deadline and
-/// cancellation. Draining never stops while the process lives, so a chatty script or a
+/// One loop drives everything: reading all three streams, reaping the child, the deadline
+/// and cancellation. Draining never stops while the process lives, so a chatty script or a
 /// grandchild holding a pipe can never block the shell or hang the reader.
-async fn supervise<O, E, R>(
+async fn supervise<O, E>(
     child: &mut Child,
-    s: Streams<'_, O, E, R>,
+    s: Streams<'_, O, E>,
     sinks: Sinks<'_>,
-    d: Deadlines,
+    mut ladder: Ladder,
     cancel: &CancellationToken,
 ) -> End
 where
     O: AsyncRead + Unpin,
     E: AsyncRead + Unpin,
-    R: AsyncRead + Unpin,
 {
     let mut ob = vec![0u8; 32 * 1024];
     let mut eb = vec![0u8; 32 * 1024];
-    let mut rb = vec![0u8; 8 * 1024];
     let (mut out_eof, mut err_eof, mut res_eof) = (false, false, false);
     let mut exit: Option<Exit> = None;
-    let mut timed_out = false;
-    let mut kill_at: Option<Instant> = None;
-    let mut drain_until: Option<Instant> = None;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let mut foreign = 0u64;
+    let bash = child.pid.as_raw();
 
     loop {
         if exit.is_some() && out_eof && err_eof && (res_eof || sinks.frames.is_complete()) {
             break;
         }
+        let now = std::time::Instant::now();
+        while let Some(step) = ladder.due(now) {
+            match step {
+                Step::Term => child.signal_group(Signal::SIGTERM),
+                Step::Kill => child.signal_group(Signal::SIGKILL),
+                // Bounded: a descendant that left the group must not hold us forever, nor
+                // a process that SIGKILL does not end.
+                Step::GiveUp | Step::StopDraining => return finish(&ladder, exit, foreign),
+            }
+        }
+        let wake = ladder.next().map(Instant::from_std);
         tokio::select! {
             r = s.stdout.read(&mut ob), if !out_eof => match r {
                 Ok(0) | Err(_) => out_eof = true,
@@ -397,36 +480,41 @@ where
                 Ok(0) | Err(_) => err_eof = true,
                 Ok(n) => sinks.stderr.push(&eb[..n]),
             },
-            r = s.result.read(&mut rb), if !res_eof => match r {
-                Ok(0) | Err(_) => res_eof = true,
-                Ok(n) => sinks.frames.push(&rb[..n]),
+            r = s.channel.read(), if !res_eof => match r {
+                Ok(Read::Eof) | Err(_) => res_eof = true,
+                Ok(Read::Data(pid, data)) if pid == bash => sinks.frames.push(data),
+                Ok(Read::Data(_, data)) => foreign += data.len() as u64,
             },
             st = child.wait(), if exit.is_none() => {
                 exit = Some(st);
                 // The script is over: nothing it started may outlive it.
                 child.signal_group(Signal::SIGKILL);
-                drain_until = Some(Instant::now() + d.drain);
+                ladder.ended(std::time::Instant::now());
             },
-            _ = tokio::time::sleep_until(d.timeout), if !timed_out && exit.is_none() => {
-                timed_out = true;
-                child.signal_group(Signal::SIGTERM);
-                kill_at = Some(Instant::now() + d.grace);
-            },
-            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                kill_at = None;
-                child.signal_group(Signal::SIGKILL);
-            },
-            // Bounded: a descendant that left the group must not hold us forever.
-            _ = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => break,
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(far)), if wake.is_some() => {},
             _ = cancel.cancelled() => {
                 child.signal_group(Signal::SIGKILL);
                 return End::Cancelled;
             }
         }
     }
-    if timed_out {
+    finish(&ladder, exit, foreign)
+}
+
+fn finish(ladder: &Ladder, exit: Option<Exit>, foreign: u64) -> End {
+    if foreign > 0 {
+        tracing::warn!(
+            bytes = foreign,
+            "other processes wrote to the result channel; ignored"
+        );
+    }
+    if ladder.timed_out() {
         End::TimedOut
     } else {
         End::Exited(exit.unwrap_or(Exit::Unknown))
     }
+}
+
+fn far() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86400 * 365)
 }

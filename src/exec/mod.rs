@@ -9,8 +9,15 @@
 //! Executors are shared (`Arc<dyn Executor>`) and run many jobs concurrently; each attempt
 //! takes a [`CancellationToken`] and kills its process tree when cancelled or dropped.
 
+pub mod cgroup;
+mod channel;
+pub mod frames;
+pub(crate) mod kill;
 pub mod local;
+mod reap;
+mod spawn;
 pub mod ssh;
+mod tmpdir;
 pub mod wrapper;
 
 use std::future::Future;
@@ -25,7 +32,7 @@ use crate::error::{ErrorKind, Kind};
 use crate::mask::{CapturedLog, Masker};
 use crate::secret::{SecretBytes, Variables};
 use crate::template::RenderedScript;
-use wrapper::{FrameError, Report};
+use frames::{FrameError, Report};
 
 /// Harness's default working directory.
 pub const DEFAULT_COMMAND_PATH: &str = "/tmp";
@@ -127,9 +134,16 @@ pub enum ExecError {
         /// The end of its masked stderr.
         stderr_tail: String,
     },
-    /// The wrapper's result stream was unusable.
+    /// The wrapper's result stream was unusable, or the secret was over the limit.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The remote account would not run the wrapper (a `nologin` shell, no bash, no
+    /// writable temporary directory).
+    #[error("the remote account did not run the wrapper: {reason}")]
+    RemoteShell {
+        /// What happened, with the masked output of the login shell if any.
+        reason: String,
+    },
     /// Harness's rule: empty or `null` is not a secret.
     #[error("The custom shell script returned an empty or null value")]
     EmptySecret,
@@ -182,9 +196,13 @@ impl Kind for ExecError {
     fn kind(&self) -> ErrorKind {
         match self {
             ExecError::CommandPath { .. } => ErrorKind::CommandPath,
-            ExecError::ScriptFailed { .. } | ExecError::NoReport { .. } | ExecError::Frame(_) => {
-                ErrorKind::ScriptFailed
+            ExecError::Frame(FrameError::TooLarge { .. }) => ErrorKind::SecretTooLarge,
+            ExecError::Frame(FrameError::NoBootstrap { .. }) | ExecError::RemoteShell { .. } => {
+                ErrorKind::RemoteShell
             }
+            ExecError::ScriptFailed { .. }
+            | ExecError::NoReport { .. }
+            | ExecError::Frame(FrameError::Malformed) => ErrorKind::ScriptFailed,
             ExecError::EmptySecret => ErrorKind::EmptySecret,
             ExecError::Timeout { .. } | ExecError::DeadlinePassed => ErrorKind::Timeout,
             ExecError::Cancelled => ErrorKind::Cancelled,
@@ -416,6 +434,18 @@ fn interpret(
     }
     let tail = || stderr.tail(ERROR_TAIL);
     let result = match report {
+        Err(ExecError::Frame(FrameError::NoBootstrap { printed })) => {
+            let said = job.masker.mask(&printed);
+            let said = String::from_utf8_lossy(&said);
+            let said = said.trim();
+            Err(ExecError::RemoteShell {
+                reason: format!(
+                    "the channel closed ({exit}) before the bootstrap's first frame, so the login shell never started it (a nologin shell, or no bash on the host?){}{}",
+                    if said.is_empty() { String::new() } else { format!("; the login shell printed: {said}") },
+                    fmt_tail(&tail()),
+                ),
+            })
+        }
         Err(e) => Err(e),
         Ok(None) => Err(ExecError::NoReport {
             how: exit.to_string(),
@@ -423,6 +453,9 @@ fn interpret(
         }),
         Ok(Some(Report::CommandPath)) => Err(ExecError::CommandPath {
             path: job.command_path.clone(),
+        }),
+        Ok(Some(Report::TempDir)) => Err(ExecError::RemoteShell {
+            reason: "no writable directory for the private TMPDIR ($XDG_RUNTIME_DIR, /dev/shm, $TMPDIR, /tmp)".into(),
         }),
         Ok(Some(Report::Unset { rc: 0 })) => Err(ExecError::EmptySecret),
         Ok(Some(Report::Unset { rc })) => Err(ExecError::ScriptFailed {
@@ -435,7 +468,7 @@ fn interpret(
                     code: rc,
                     stderr_tail: tail(),
                 })
-            } else if wrapper::is_empty_secret(&secret) {
+            } else if frames::is_empty_secret(&secret) {
                 Err(ExecError::EmptySecret)
             } else {
                 Ok(secret)

@@ -1,43 +1,53 @@
-//! The bash wrapper shared by every executor, and the parser for the result frames it emits.
+//! The bash wrapper shared by every executor: the bootstrap, the prologue in front of the
+//! rendered script, and the per-attempt [`Session`] that authenticates what the wrapper
+//! reports. The parser for its frames is [`super::frames`]; the protocol is described in
+//! `docs/protocol.md` ("Result frames").
 //!
 //! A rendered script never travels in argv. bash is started with a fixed bootstrap that
 //! moves its stdin (the script) to fd 4 and sources `/dev/fd/4`. `source` reads the whole
-//! script before it runs any of it, so no child can read script bytes from stdin, and the
-//! values bound in it live only in the shell's memory: they are never exported, so they are
-//! in neither argv nor any process environment.
+//! text before it runs any of it, so no child can read script bytes from stdin, and the
+//! values bound in it live only in the shell's memory.
 //!
-//! The prologue in front of the rendered script:
-//! - closes fd 4 and unsets `secret`;
-//! - `cd`s into `commandPath`, or reports `csm:cd` and exits;
-//! - installs an EXIT trap that writes the result frame to fd 3. Because it is a trap, an
-//!   early `exit 0` still yields the value, unlike Harness's appended collector line;
-//! - shadows `trap` so a script's own EXIT trap is chained after ours rather than replacing it.
+//! # Who can report
+//! Every frame carries a per-attempt random nonce that exists only in the main shell's
+//! memory (it arrives in the script text), so no program the script runs can forge one.
+//! Besides:
+//! - **Locally** the channel is a unix socket that the agent reads with `SO_PASSCRED`: only
+//!   bytes sent by the bash process the agent spawned count ([`super::channel`]). It sits at
+//!   two random descriptors in 64..=250, not at 3, so `exec 3>&1` and kin never touch it, and
+//!   the trap writes only if both are still the same socket.
+//! - **Over SSH** the channel is the session's stdout, and only a relay holds it: a `coproc`
+//!   started before the script, whose pipes bash keeps from subshells and closes on exec. At
+//!   the end the main shell reopens the relay's descriptor through `/proc/RELAY/fd/N` (after
+//!   checking that its own coproc pipe still leads to that relay) and writes the frame
+//!   itself; where that cannot work (no procfs, or a socket channel) it hands the frame to
+//!   the relay, which copies it with `cat`.
 //!
-//! Background jobs the script left behind do not outlive it: locally the executor kills the
-//! process group as soon as bash exits; over SSH the trap sends the group SIGTERM after
-//! reporting.
+//! # The trap
+//! The frame is written by the EXIT trap (so an early `exit 0` still reports) or, when the
+//! script runs to its end, by an epilogue (so a script that replaced the EXIT trap behind the
+//! wrapper's back still reports). Neither depends on the script's shell state: the frame is
+//! NUL-terminated, so no length is computed and the locale does not matter; every expansion
+//! is quoted, so IFS does not matter; POSIX mode is switched on (by assignment, not a
+//! command) so that special builtins win over functions, `builtin` is unset as a function,
+//! `set -euxET`/`pipefail` are cleared (and restored afterwards), and the writing happens in a
+//! fresh function call that inherits no DEBUG, RETURN or ERR trap. The script's own EXIT trap
+//! is chained after the frame: a `trap` function stands in for the builtin.
 //!
-//! Locally fd 3 is a dedicated pipe. Over SSH there are only two streams, so the remote
-//! bootstrap points fd 3 at the channel's stdout and the script's stdout at its stderr.
-//! Over SSH the script's stdout and stderr are therefore one log stream. The
-//! remote bootstrap also reports its process group (`csm:pid`), so that the executor can
-//! kill the group over a second channel, and starts a watchdog. The watchdog kills the group
-//! at the deadline even if the agent has gone away.
-//!
-//! Frames on fd 3, in order:
-//! - `csm:pid <pgid>\n`: SSH only, first;
-//! - `csm:cd\n`: commandPath is missing;
-//! - `csm:unset <rc>\n`: the script ended without setting `secret`;
-//! - `csm:done <rc> <len>\n<len bytes>`: the exact bytes of `$secret`.
+//! # Clean-up
+//! Locally the executor kills what is left ([`super::reap`]). Over SSH the relay is also the
+//! watchdog: at the deadline it sends the main process group SIGTERM, then SIGKILL after the
+//! grace period; when the main shell ends it SIGKILLs the group, then every process of the
+//! session and every process carrying the task's marker variable, and removes the private
+//! temporary directory. It reports that with a last `end` frame.
 
 use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use crate::secret::{secret_bytes, SecretBytes};
+use super::frames::FrameReader;
 
 /// The bash binary used locally. Remote hosts use `bash` from their PATH.
 pub const LOCAL_BASH: &CStr = c"/bin/bash";
@@ -50,22 +60,104 @@ pub const SCRIPT_NAME: &str = "csm-agent";
 /// [`SCRIPT_NAME`] for `posix_spawn`.
 pub const SCRIPT_NAME_C: &CStr = c"csm-agent";
 
-/// The longest frame header the parser accepts.
-const MAX_HEADER: usize = 64;
+/// The environment variable that tags every process of an attempt with its marker.
+pub const MARKER_VAR: &str = "CSM_AGENT_TASK";
+
+/// The lowest and highest descriptor the local channel may be placed at.
+const CHANNEL_FDS: (i32, i32) = (64, 250);
 
 /// Where the wrapped script will run.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
-    /// On this host, with fd 3 already open as the result pipe.
+    /// On this host: the channel socket is already at [`Session::local_fds`], and the
+    /// executor sets `TMPDIR` and [`MARKER_VAR`].
     Local,
-    /// Over an SSH channel, with a remote watchdog that sends SIGTERM to the group at
-    /// `timeout`, then SIGKILL after `grace`.
+    /// Over an SSH channel, with a remote relay that sends SIGTERM to the group at
+    /// `timeout`, then SIGKILL after `grace`, and cleans up when the script ends.
     Ssh {
-        /// When the watchdog sends SIGTERM.
+        /// When the relay sends SIGTERM.
         timeout: Duration,
         /// How long it then waits before SIGKILL.
         grace: Duration,
     },
+}
+
+/// One attempt's identity: the nonce that authenticates its frames, the marker that tags
+/// its processes, and the two descriptors of the local channel.
+pub struct Session {
+    nonce: String,
+    marker: String,
+    fds: (i32, i32),
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The nonce authenticates frames: it is never printed.
+        f.debug_struct("Session")
+            .field("marker", &self.marker)
+            .field("fds", &self.fds)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("the OS random source failed");
+    let mut s = String::with_capacity(bytes * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+impl Session {
+    /// A fresh session: a 128-bit nonce, a 64-bit marker and two distinct channel fds
+    /// (in 64..=250, or lower if the descriptor limit is).
+    pub fn new() -> Session {
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).expect("the OS random source failed");
+        // Below the descriptor limit, or the spawn's dup2 would fail.
+        let mut rl = nix::libc::rlimit {
+            rlim_cur: 1024,
+            rlim_max: 1024,
+        };
+        // SAFETY: a valid resource and a live rlimit to fill.
+        unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut rl) };
+        let limit = rl.rlim_cur.min(1024) as i32;
+        let hi = CHANNEL_FDS.1.min(limit - 1).max(5);
+        let lo = CHANNEL_FDS.0.min(hi - 1);
+        let span = (hi - lo + 1) as u16;
+        let a = lo + (u16::from_le_bytes(r) % span) as i32;
+        // The second is the first's neighbour, wrapping within the range.
+        let b = if a == hi { lo } else { a + 1 };
+        Session {
+            nonce: random_hex(16),
+            marker: random_hex(8),
+            fds: (a, b),
+        }
+    }
+
+    /// The value of [`MARKER_VAR`] for this attempt's processes.
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// The two descriptors the local channel socket must occupy in bash.
+    pub fn local_fds(&self) -> (i32, i32) {
+        self.fds
+    }
+
+    /// A parser for this session's frames, refusing secrets over `max_secret` bytes.
+    /// `remote` expects the bootstrap's `pid` frame first.
+    pub fn frame_reader(&self, max_secret: usize, remote: bool) -> FrameReader {
+        FrameReader::new(&self.nonce, max_secret, remote)
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Single-quote `s` for bash: the result is always one literal word.
@@ -81,43 +173,101 @@ pub fn shell_quote(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'\'');
 }
 
-/// The remote command line for SSH mode. It is fixed text: no value, no path.
+/// The remote command line for SSH mode. It is fixed text: no value, no path, no nonce.
+///
+/// sshd runs it in a new session through the login shell; `exec` makes our bash the session
+/// and group leader. It reads the nonce (the first line of stdin), reports the group with it
+/// before reading any script byte, and sources the rest of stdin.
 pub fn remote_command() -> String {
-    // sshd runs the command in a new session through the login shell; `exec` makes our
-    // bash the group leader, so `kill 0` and the recorded pgid cover the whole script.
     format!(
-        "exec bash --noprofile --norc -c 'exec 3>&1 1>&2 4<&0 </dev/null; \
-         printf \"csm:pid %d\\n\" $$ >&3; . /dev/fd/4' {SCRIPT_NAME}"
+        "exec bash --noprofile --norc -c '\
+         (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404 )) || \
+         {{ echo \"{SCRIPT_NAME}: the wrapper needs bash 4.4 or later, this host has $BASH_VERSION\" >&2; exit 98; }}; \
+         IFS= builtin read -r n || exit 97; \
+         builtin printf \"\\ncsm:%s pid %d\\n\" \"$n\" $$; exec 4<&0 </dev/null; . /dev/fd/4' \
+         {SCRIPT_NAME}"
     )
 }
 
-/// The full text written to bash's stdin: prologue, then the rendered script.
+/// The command the executor runs over a second channel to signal a remote attempt.
+///
+/// `TERM` signals the process group. `KILL` also kills every process of the session and
+/// every process carrying the attempt's marker, and removes its temporary directory: it is
+/// what the relay does at the end, for when the relay could not (the agent cancelled, or the
+/// script killed the relay). The arguments are the group and the marker, neither secret.
+pub fn remote_signal_command(pgid: i32, marker: &str, kill: bool) -> String {
+    if !kill {
+        return format!("kill -TERM -- -{pgid} 2>/dev/null");
+    }
+    // Only hex reaches the command line: the marker is ours, but check it all the same.
+    let marker: String = marker.chars().filter(char::is_ascii_hexdigit).collect();
+    format!(
+        "exec bash --noprofile --norc -c '{SWEEP_FN} g=$1 m=$2 s=$1; \
+         if read -r l <\"/proc/$g/stat\"; then l=${{l##*) }}; set -- $l; [[ $4 == \"$g\" ]] || s=-1; fi; \
+         kill -KILL -- \"-$g\"; __csm_sweep \"$g\" \"$s\" \"$m\"; \
+         for b in \"${{XDG_RUNTIME_DIR-}}\" /dev/shm \"${{TMPDIR-}}\" /tmp; do \
+         [[ $b == /* && -O $b/csm.$m ]] && rm -rf -- \"$b/csm.$m\"; done' {SCRIPT_NAME} {pgid} {marker} 2>/dev/null"
+    )
+}
+
+/// The full text written to bash's stdin: over SSH the nonce line, then the prologue, the
+/// rendered script and the epilogue.
 ///
 /// Returned in a zeroising buffer because it contains the rendered script, and with it the
 /// bound values.
-pub fn script_input(mode: Mode, command_path: &str, rendered: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(PROLOGUE.len() + rendered.len() + 256));
-    out.extend_from_slice(b"exec 4<&-\n__csm_dir=");
+pub fn script_input(
+    session: &Session,
+    mode: Mode,
+    command_path: &str,
+    rendered: &[u8],
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        COMMON.len() + SSH_PROLOGUE.len() + RELAY.len() + rendered.len() + 512,
+    ));
+    let mut head = String::new();
+    match mode {
+        Mode::Local => {
+            let (a, b) = session.fds;
+            let _ = write!(
+                head,
+                "exec 4<&-\n__csm_n={} __csm_a={a} __csm_b={b} __csm_pid=$BASHPID\n",
+                session.nonce
+            );
+        }
+        Mode::Ssh { timeout, grace } => {
+            let _ = write!(
+                head,
+                "{}\nexec 4<&-\n__csm_n={} __csm_m={} __csm_t={} __csm_g={} __csm_pid=$BASHPID\n",
+                session.nonce,
+                session.nonce,
+                session.marker,
+                timeout.as_micros(),
+                secs(grace)
+            );
+        }
+    }
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(b"__csm_dir=");
     shell_quote(command_path.as_bytes(), &mut out);
     out.push(b'\n');
-    if let Mode::Ssh { timeout, grace } = mode {
-        // The watchdog ignores TERM itself (and so does its sleep), so that the group TERM it
-        // sends does not stop it before the KILL. Its fds are detached so it never holds the
-        // channel open, and the EXIT trap kills it.
-        let mut wd = String::new();
-        let _ = write!(
-            wd,
-            "(builtin trap '' TERM; sleep {t}; kill -TERM 0; sleep {g}; kill -KILL 0) \
-             </dev/null >/dev/null 2>&1 3>&- &\n__csm_wd=$!\n",
-            t = secs(timeout),
-            g = secs(grace)
-        );
-        out.extend_from_slice(wd.as_bytes());
+    match mode {
+        Mode::Local => {
+            out.extend_from_slice(LOCAL_PROLOGUE.as_bytes());
+        }
+        Mode::Ssh { .. } => {
+            out.extend_from_slice(RELAY.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(SWEEP_FN.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(SSH_PROLOGUE.as_bytes());
+        }
     }
-    out.extend_from_slice(PROLOGUE.as_bytes());
+    out.extend_from_slice(COMMON.as_bytes());
     out.extend_from_slice(rendered);
-    // A script whose last line lacks a newline must still end cleanly.
-    out.push(b'\n');
+    // Two newlines: the first ends a last line without one, the second ends a line
+    // continuation (`\`) the script may finish with. If the script ends inside a
+    // here-document or a quote, the epilogue is swallowed and the EXIT trap reports.
+    out.extend_from_slice(b"\n\n__csm_end \"$?\"\n");
     out
 }
 
@@ -125,263 +275,165 @@ fn secs(d: Duration) -> String {
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
-/// The fixed part of the prologue. `__csm_dir` (and, over SSH, `__csm_wd`) are set before it.
-const PROLOGUE: &str = r#"unset secret
-__csm_pid=$BASHPID __csm_ut=
-__csm_rcf() { return $1; }
-__csm_len() { local LC_ALL=C; __csm_n=${#secret}; }
-trap() {
-  # Only the main shell's EXIT trap is ours; subshells keep plain `trap`.
-  [[ $BASHPID == "$__csm_pid" ]] || { builtin trap "$@"; return; }
-  [[ $1 == -- ]] && shift
-  [[ $# -lt 2 || $1 == -[pl] ]] && { builtin trap "$@"; return; }
-  local h=$1 s r=()
-  shift
-  for s; do
-    case $s in EXIT|exit|SIGEXIT|0) [[ $h == - ]] && __csm_ut= || __csm_ut=$h ;; *) r+=("$s") ;; esac
-  done
-  [[ ${#r[@]} -eq 0 ]] || builtin trap -- "$h" "${r[@]}"
-}
-__csm_emit() {
-  local __csm_rc=$?
-  builtin trap - EXIT
-  if [[ ${secret+x} ]]; then
-    __csm_len
-    printf 'csm:done %d %d\n%s' $__csm_rc $__csm_n "$secret"
-  else
-    printf 'csm:unset %d\n' $__csm_rc
-  fi >&3
-  exec 3>&-
-  [[ $__csm_ut ]] && { __csm_rcf $__csm_rc; eval "$__csm_ut"; }
-  # Over SSH, stop the watchdog and end what the script left running; locally the
-  # executor kills the group itself the moment bash exits.
-  if [[ ${__csm_wd-} ]]; then
-    kill -KILL $__csm_wd 2>/dev/null
-    builtin trap '' TERM
-    kill -TERM 0 2>/dev/null
+/// Local mode: the channel is the socket at fds `__csm_a` and `__csm_b`.
+const LOCAL_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
+__csm_write() {
+  # Only while both copies are still the one socket: a script that moved its descriptors
+  # (`exec 77>/tmp/x`) must not receive the secret.
+  if [[ -S /dev/fd/$__csm_a && /dev/fd/$__csm_a -ef /dev/fd/$__csm_b ]]; then
+    __csm_frame "$1" >&"$__csm_a"
+    exec {__csm_a}>&- {__csm_b}>&-
   fi
-  return $__csm_rc
 }
-cd -- "$__csm_dir" 2>/dev/null || { printf 'csm:cd\n' >&3; [[ ${__csm_wd-} ]] && kill -KILL $__csm_wd 2>/dev/null; exit 1; }
-builtin trap __csm_emit EXIT
 "#;
 
-/// What the wrapper reported on fd 3.
-#[derive(Debug)]
-pub enum Report {
-    /// `commandPath` does not exist or is not a directory.
-    CommandPath,
-    /// The script ended with `secret` unset.
-    Unset {
-        /// The script's exit status.
-        rc: i32,
-    },
-    /// The script ended with `secret` set.
-    Done {
-        /// The script's exit status.
-        rc: i32,
-        /// The exact bytes of `$secret`.
-        secret: SecretBytes,
-    },
+/// The relay (SSH mode), started as a coproc in its own process group before the script.
+/// Its stdin is a pipe only the main shell holds: EOF means the main shell is gone.
+const RELAY: &str = r#"__csm_relay() {
+  builtin trap '' TERM INT HUP QUIT PIPE
+  # Ready: the main shell waits for this line, so its later check of /proc/RELAY/fd/0
+  # cannot run before bash has put the pipe there.
+  builtin printf 'r\n'
+  # A second read end of that pipe, which nobody writes to again: `read -t` on it sleeps.
+  local l s z= pg=$$ sid=-1
+  exec 2>/dev/null {z}<"/proc/$BASHPID/fd/1" || z=
+  # The main shell's group, and its session if it leads one (sshd makes it do so); a
+  # session it does not lead is someone else's and never swept.
+  if read -r l <"/proc/$$/stat"; then l=${l##*) }; set -- $l; [[ $4 == "$$" ]] && sid=$$; fi
+  # Until the main shell is gone (EOF), hands over a frame (`F`), or the deadline passes;
+  # anything else the script writes to this pipe is ignored.
+  local now end=$(( ${EPOCHREALTIME//[!0-9]/} + __csm_t ))
+  while :; do
+    now=${EPOCHREALTIME//[!0-9]/}
+    if (( now >= end )); then s=142; break; fi
+    printf -v l '%d.%06d' $(( (end - now) / 1000000 )) $(( (end - now) % 1000000 ))
+    IFS= read -r -t "$l" l; s=$?
+    (( s == 0 )) && [[ $l != F ]] || break
+  done
+  # EOF while the main shell lives: it `exec`ed another program, which cannot report but may
+  # run on, as it always could, until it ends or the deadline.
+  while (( s == 1 )) && kill -0 "$$"; do
+    now=${EPOCHREALTIME//[!0-9]/}
+    if (( now >= end )); then s=142; break; fi
+    if [[ $z ]]; then read -r -t 0.05 -u "$z" l; else sleep 0.05; fi
+  done
+  if (( s > 128 )); then
+    kill -TERM -- "-$pg"
+    IFS= read -r -t "$__csm_g" l
+  elif [[ $l == F ]]; then
+    cat >&"$__csm_ch"
+  fi
+  kill -KILL -- "-$pg"
+  (( s > 128 )) && __csm_sweep "$pg" "$sid" "$__csm_m"
+  builtin printf '\0csm:%s end\0' "$__csm_n" >&"$__csm_ch"
+  exec {__csm_ch}>&-
+  (( s > 128 )) || __csm_sweep "$pg" "$sid" "$__csm_m"
+  rm -rf -- "$__csm_tmp"
+}"#;
+
+/// SIGKILL every live process of this user in session `$2` or group `$1`, or carrying the
+/// marker `$3`, except this one; repeated while it finds any (a kill can orphan others).
+/// A no-op without procfs.
+const SWEEP_FN: &str = r#"__csm_sweep() { [[ -r /proc/self/stat ]] || return 0; local p l v e pg=$1 sid=$2 m="CSM_AGENT_TASK=$3" hit=1 n=0; while (( hit && n++ < 10 )); do hit=0; for p in /proc/[1-9]*; do [[ -O $p && ${p#/proc/} != "$BASHPID" ]] || continue; read -r l <"$p/stat" || continue; l=${l##*) }; set -- $l; [[ $1 == [ZX] ]] && continue; if [[ $3 == "$pg" || $4 == "$sid" ]]; then kill -KILL "${p#/proc/}"; hit=1; continue; fi; mapfile -d "" -t e <"$p/environ" || continue; for v in "${e[@]}"; do if [[ $v == "$m" ]]; then kill -KILL "${p#/proc/}"; hit=1; break; fi; done; done 2>/dev/null; done; };"#;
+
+/// SSH mode, after the relay's functions: `commandPath`, the private temporary directory,
+/// the relay, and the script's stdout moved to the log stream.
+const SSH_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n"; builtin exit 1; }
+__csm_tmp=
+for __csm_b in "${XDG_RUNTIME_DIR-}" /dev/shm "${TMPDIR-}" /tmp; do
+  if [[ $__csm_b == /* && -d $__csm_b && -w $__csm_b ]] && mkdir -m 700 -- "$__csm_b/csm.$__csm_m" 2>/dev/null; then
+    __csm_tmp=$__csm_b/csm.$__csm_m; break
+  fi
+done
+[[ $__csm_tmp ]] || { builtin printf '\0csm:%s tmp\0' "$__csm_n"; builtin exit 1; }
+export TMPDIR=$__csm_tmp CSM_AGENT_TASK=$__csm_m
+exec {__csm_ch}>&1
+set -m; coproc __csm_r { __csm_relay; }; set +m
+__csm_rp=$__csm_r_PID __csm_w=${__csm_r[1]} __csm_o=${__csm_r[0]}
+builtin disown "$__csm_rp" 2>/dev/null
+IFS= builtin read -r __csm_l <&"$__csm_o"
+exec {__csm_ch}>&- {__csm_o}<&- 1>&2
+__csm_write() {
+  # Straight to the relay's copy of the channel, once the coproc pipe is shown to lead to
+  # the relay; without procfs (or with a socket channel), through the relay.
+  if [[ ! -p /dev/fd/$__csm_w ]]; then return 0; fi
+  if [[ -d /proc/self/fd ]]; then
+    [[ /dev/fd/$__csm_w -ef /proc/$__csm_rp/fd/0 ]] || return 0
+    if [[ -p /proc/$__csm_rp/fd/$__csm_ch ]]; then
+      __csm_frame "$1" >|"/proc/$__csm_rp/fd/$__csm_ch"
+      return 0
+    fi
+  fi
+  { builtin printf 'F\n'; __csm_frame "$1"; } >&"$__csm_w"
 }
+"#;
 
-/// Why the result stream could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    /// The stream held something other than a wrapper frame.
-    #[error("malformed result frame from the wrapper")]
-    Malformed,
-    /// `$secret` was larger than the configured limit.
-    #[error("the secret is {len} bytes, over the {limit}-byte limit")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        limit: usize,
-    },
+/// Shared by both modes: the frame, the guarded reporter, the EXIT trap, the epilogue, and
+/// the `trap` function that keeps the script's EXIT trap behind ours.
+const COMMON: &str = r#"unset secret
+__csm_ut= __csm_sent=
+__csm_rcf() { return "$1"; }
+__csm_frame() {
+  if [[ ${secret+x} ]]; then
+    builtin printf '\0csm:%s done %s\0%s\0' "$__csm_n" "$1" "$secret"
+  else
+    builtin printf '\0csm:%s unset %s\0' "$__csm_n" "$1"
+  fi
 }
-
-/// Incremental parser for the frames on fd 3.
-#[derive(Debug)]
-pub struct FrameReader {
-    header: Vec<u8>,
-    body: Option<(i32, usize, Zeroizing<Vec<u8>>)>,
-    pgid: Option<i32>,
-    report: Option<Report>,
-    error: Option<FrameError>,
-    max_secret: usize,
+__csm_report() {
+  # Runs in whatever state the script left. Nothing here is a command the script can have
+  # shadowed until POSIX mode makes special builtins win over functions.
+  if [[ -z ${__csm_sent-} ]]; then
+    __csm_sent=1
+    if [[ -o posix || -v POSIXLY_CORRECT ]]; then __csm_px=
+    elif [[ ! -o nounset && ${POSIXLY_CORRECT@a} == *r* ]]; then __csm_px=
+    else POSIXLY_CORRECT=y; __csm_px=1
+    fi
+    unset -f builtin
+    __csm_f=$-
+    if [[ -o pipefail ]]; then __csm_pf=1; else __csm_pf=; fi
+    set +euxET +o pipefail
+    __csm_write "$1"
+    if [[ $__csm_pf ]]; then set -o pipefail; fi
+    if [[ $__csm_f == *E* ]]; then set -E; fi
+    if [[ $__csm_f == *T* ]]; then set -T; fi
+    if [[ $__csm_f == *u* ]]; then set -u; fi
+    if [[ $__csm_f == *e* ]]; then set -e; fi
+    if [[ $__csm_px ]]; then unset POSIXLY_CORRECT; fi
+    if [[ $__csm_f == *x* ]]; then set -x; fi
+  fi
 }
-
-impl FrameReader {
-    /// A parser that refuses secrets longer than `max_secret` bytes.
-    pub fn new(max_secret: usize) -> Self {
-        FrameReader {
-            header: Vec::new(),
-            body: None,
-            pgid: None,
-            report: None,
-            error: None,
-            max_secret,
-        }
-    }
-
-    /// Feed bytes as read.
-    pub fn push(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.report.is_none() && self.error.is_none() {
-            if let Some((_, len, buf)) = &mut self.body {
-                let take = (*len - buf.len()).min(data.len());
-                buf.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if buf.len() == *len {
-                    let (rc, _, buf) = self.body.take().expect("body present");
-                    self.report = Some(Report::Done {
-                        rc,
-                        secret: secret_bytes(buf.to_vec()),
-                    });
-                }
-                continue;
-            }
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.header.extend_from_slice(&data[..i]);
-                    data = &data[i + 1..];
-                    let header = std::mem::take(&mut self.header);
-                    self.header_line(&header);
-                }
-                None => {
-                    self.header.extend_from_slice(data);
-                    data = &[];
-                }
-            }
-            if self.header.len() > MAX_HEADER {
-                self.error = Some(FrameError::Malformed);
-            }
-        }
-    }
-
-    fn header_line(&mut self, line: &[u8]) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            self.error = Some(FrameError::Malformed);
-            return;
-        };
-        let mut parts = line.split(' ');
-        let num = |p: Option<&str>| p.and_then(|s| s.parse::<i64>().ok());
-        match parts.next() {
-            Some("csm:pid") => match num(parts.next()) {
-                Some(p) if p > 0 && p <= i32::MAX as i64 => self.pgid = Some(p as i32),
-                _ => self.error = Some(FrameError::Malformed),
-            },
-            Some("csm:cd") => self.report = Some(Report::CommandPath),
-            Some("csm:unset") => match num(parts.next()) {
-                Some(rc) => self.report = Some(Report::Unset { rc: rc as i32 }),
-                None => self.error = Some(FrameError::Malformed),
-            },
-            Some("csm:done") => match (num(parts.next()), num(parts.next())) {
-                (Some(rc), Some(len)) if len >= 0 => {
-                    let len = len as usize;
-                    if len > self.max_secret {
-                        self.error = Some(FrameError::TooLarge {
-                            len,
-                            limit: self.max_secret,
-                        });
-                    } else if len == 0 {
-                        self.report = Some(Report::Done {
-                            rc: rc as i32,
-                            secret: secret_bytes(Vec::new()),
-                        });
-                    } else {
-                        // Exact capacity: the buffer never reallocates, so no unzeroed copy
-                        // of a partial secret is left behind in freed memory.
-                        self.body = Some((rc as i32, len, Zeroizing::new(Vec::with_capacity(len))));
-                    }
-                }
-                _ => self.error = Some(FrameError::Malformed),
-            },
-            _ => self.error = Some(FrameError::Malformed),
-        }
-    }
-
-    /// The remote process group, once reported.
-    pub fn pgid(&self) -> Option<i32> {
-        self.pgid
-    }
-
-    /// Whether a final report (or an error) has arrived: nothing more is needed from fd 3.
-    pub fn is_complete(&self) -> bool {
-        self.report.is_some() || self.error.is_some()
-    }
-
-    /// The final report. A stream that ended mid-frame yields `Ok(None)` like an empty one:
-    /// either way the script did not report.
-    pub fn finish(self) -> Result<Option<Report>, FrameError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.report),
-        }
-    }
+__csm_exit() {
+  __csm_report "$1"
+  if [[ -n ${__csm_ut-} ]]; then __csm_rcf "$1"; eval "$__csm_ut"; fi
 }
-
-/// Whether a reported secret counts as empty under Harness's rule (empty, or `null`).
-pub fn is_empty_secret(secret: &SecretBytes) -> bool {
-    let s = secret.expose_secret();
-    s.is_empty() || s == b"null"
+__csm_end() {
+  __csm_report "$1"
+  __csm_rcf "$1"
 }
+trap() {
+  # Only the main shell's EXIT trap is ours; subshells keep the builtin.
+  if [[ $BASHPID != "${__csm_pid-}" || ${1-} == -?* && ${1-} != -- ]]; then builtin trap "$@"; return; fi
+  if [[ ${1-} == -- ]]; then shift; fi
+  if (( $# == 0 )); then builtin trap; return; fi
+  if (( $# == 1 )); then __csm_th=-; else __csm_th=$1; shift; fi
+  # Restoring a saved `trap -p EXIT` hands back our own handler: that means "none".
+  if [[ $__csm_th == '__csm_exit "$?"' ]]; then __csm_th=-; fi
+  __csm_ts=()
+  for __csm_s; do
+    case $__csm_s in
+      EXIT|exit|SIGEXIT|sigexit|0) if [[ $__csm_th == - ]]; then __csm_ut=; else __csm_ut=$__csm_th; fi ;;
+      *) __csm_ts+=("$__csm_s") ;;
+    esac
+  done
+  if (( ${#__csm_ts[@]} )); then builtin trap -- "$__csm_th" "${__csm_ts[@]}"; fi
+}
+builtin trap '__csm_exit "$?"' EXIT
+"#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse_chunked(data: &[u8], chunk: usize) -> Result<Option<Report>, FrameError> {
-        let mut r = FrameReader::new(1024);
-        for c in data.chunks(chunk) {
-            r.push(c);
-        }
-        r.finish()
-    }
-
-    #[test]
-    fn done_frame_is_exact_across_any_chunking() {
-        let data = b"csm:pid 77\ncsm:done 0 7\na\nb \xff\x01xtrailing";
-        for chunk in 1..data.len() {
-            match parse_chunked(data, chunk).unwrap() {
-                Some(Report::Done { rc, secret }) => {
-                    assert_eq!(rc, 0);
-                    assert_eq!(secret.expose_secret(), b"a\nb \xff\x01x");
-                }
-                other => panic!("chunk {chunk}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn pid_cd_unset_and_errors() {
-        let mut r = FrameReader::new(8);
-        r.push(b"csm:pid 42\n");
-        assert_eq!(r.pgid(), Some(42));
-        assert!(!r.is_complete());
-        r.push(b"csm:cd\n");
-        assert!(matches!(r.finish(), Ok(Some(Report::CommandPath))));
-        assert!(matches!(
-            parse_chunked(b"csm:unset 3\n", 4),
-            Ok(Some(Report::Unset { rc: 3 }))
-        ));
-        assert_eq!(
-            parse_chunked(b"hello\n", 3).unwrap_err(),
-            FrameError::Malformed
-        );
-        assert_eq!(
-            parse_chunked(b"csm:done 0 5000\n", 3).unwrap_err(),
-            FrameError::TooLarge {
-                len: 5000,
-                limit: 1024
-            }
-        );
-        assert!(matches!(parse_chunked(b"csm:done 0 5\nab", 2), Ok(None)));
-        assert!(matches!(
-            parse_chunked(&[b'x'; 100], 7),
-            Err(FrameError::Malformed)
-        ));
-    }
 
     #[test]
     fn quoting_round_trips_through_bash() {
@@ -399,9 +451,40 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_null_are_empty() {
-        assert!(is_empty_secret(&secret_bytes(vec![])));
-        assert!(is_empty_secret(&secret_bytes(b"null".to_vec())));
-        assert!(!is_empty_secret(&secret_bytes(b" null".to_vec())));
+    fn sessions_differ_and_place_the_channel_high() {
+        let (a, b) = (Session::new(), Session::new());
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.marker, b.marker);
+        for s in [&a, &b] {
+            let (x, y) = s.local_fds();
+            assert_ne!(x, y);
+            for fd in [x, y] {
+                assert!((64..=250).contains(&fd), "{fd}");
+            }
+            assert!(!format!("{s:?}").contains(&s.nonce));
+        }
+    }
+
+    #[test]
+    fn the_remote_command_and_signal_commands_hold_no_nonce() {
+        let s = Session::new();
+        for cmd in [
+            remote_command(),
+            remote_signal_command(42, s.marker(), true),
+            remote_signal_command(42, s.marker(), false),
+        ] {
+            assert!(!cmd.contains(&s.nonce));
+            assert!(!cmd.contains('\n'), "one line for any login shell: {cmd}");
+        }
+        let input = script_input(
+            &s,
+            Mode::Ssh {
+                timeout: Duration::from_secs(1),
+                grace: Duration::from_secs(1),
+            },
+            "/tmp",
+            b"secret=x",
+        );
+        assert!(input.starts_with(format!("{}\n", s.nonce).as_bytes()));
     }
 }

@@ -9,7 +9,15 @@
 //! The manager never imports the executors: it moves template documents, values and
 //! targets to agents and results back.
 
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod control;
+pub mod graphql;
 pub mod hub;
+pub mod model;
+pub mod scope;
+pub mod store;
 mod ws;
 
 use std::future::Future;
@@ -187,6 +195,18 @@ pub async fn serve(
     config: ManagerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_with(listener, hub, config, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`], with more routes (the GraphQL API, [`api::router`]) beside the agent
+/// endpoint on the same listener.
+pub async fn serve_with(
+    listener: TcpListener,
+    hub: Hub,
+    config: ManagerConfig,
+    routes: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let kill = CancellationToken::new();
     // Dropping this future (a test's "crash") ends every session with it.
     let _kill_on_drop = kill.clone().drop_guard();
@@ -200,7 +220,7 @@ pub async fn serve(
         kill: kill.clone(),
         sessions: TaskTracker::new(),
     });
-    let app = ws::router(ep.clone());
+    let app = ws::router(ep.clone()).merge(routes);
     let tls = config.tls.map(tokio_rustls::TlsAcceptor::from);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = tls.is_some(), "manager listening for agents");

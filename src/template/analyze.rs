@@ -170,7 +170,9 @@ impl Analyzer {
             self.site_flows.push(flows);
         }
         for i in 0..self.syn.refs.len() {
-            let r = self.syn.refs[i].clone();
+            let mut r = self.syn.refs[i].clone();
+            r.name = self.positional(&r.name, r.scope);
+            self.syn.refs[i].name = r.name.clone();
             let (mut v, flows) = self.walk(r.scope);
             match r.kind {
                 syntax::RefKind::Value => {}
@@ -258,16 +260,8 @@ impl Analyzer {
                 }
             }
         }
-        for c in &self.syn.commands {
-            if let CommandKind::Simple { words } = &c.kind {
-                for w in words {
-                    if let Some(a) = &w.assign {
-                        if a.compound {
-                            self.attrs.entry(a.var.clone()).or_default().array = true;
-                        }
-                    }
-                }
-            }
+        for var in &self.syn.arrays {
+            self.attrs.entry(var.clone()).or_default().array = true;
         }
     }
 
@@ -302,7 +296,7 @@ impl Analyzer {
 
     /// What bash does with a value assigned to `var`.
     fn assign_verdict(&self, var: &str) -> Verdict {
-        if var == "@" {
+        if var.starts_with('@') {
             return Verdict::Data;
         }
         let a = self.attrs.get(var).copied().unwrap_or_default();
@@ -320,6 +314,26 @@ impl Analyzer {
             Verdict::refuse(format!("an assignment to bash's special variable `{var}`"))
         } else {
             Verdict::Data
+        }
+    }
+
+    /// `@` (the positional parameters) as seen at `scope`: those of the innermost function
+    /// around it (`@name`), or the script's (`@`). Other names are themselves.
+    fn positional(&self, name: &str, scope: ScopeId) -> String {
+        if name != "@" {
+            return name.to_owned();
+        }
+        let mut s = scope;
+        loop {
+            if let ScopeKind::Command(c) = self.syn.scopes[s].kind {
+                if let CommandKind::Function { name: Some(n) } = &self.syn.commands[c].kind {
+                    return format!("@{}", String::from_utf8_lossy(n));
+                }
+            }
+            if s == ROOT {
+                return name.to_owned();
+            }
+            s = self.syn.scopes[s].parent;
         }
     }
 
@@ -397,10 +411,20 @@ impl Analyzer {
                 match e {
                     Some(e) => {
                         v.join(&e.verdict);
+                        if e.declaration
+                            && e.assigns.iter().any(|var| {
+                                self.attrs.get(var).is_some_and(|a| a.array || a.unknown)
+                            })
+                        {
+                            v.join(&Verdict::refuse(
+                                "an assignment by a declaration builtin to an array, where bash \
+                                 parses a value that starts with `(` as code",
+                            ));
+                        }
                         for var in &e.assigns {
                             v.join(&self.assign_verdict(var));
                             if *reaching {
-                                flows.push(var.clone());
+                                flows.push(self.positional(var, s));
                             }
                         }
                         *reaching &= e.echoes;
@@ -502,12 +526,13 @@ impl Analyzer {
 
     /// Variables mentioned in code strings (trap actions, `bash -c` text …) are run as code.
     fn code_mentions(&mut self) {
-        let mentions: Vec<String> = self
-            .facts
-            .iter()
-            .flatten()
-            .flat_map(|f| f.code_mentions.iter().cloned())
-            .collect();
+        let mut mentions = Vec::new();
+        for (i, f) in self.facts.iter().enumerate() {
+            if let Some(f) = f {
+                let scope = self.syn.commands[i].scope;
+                mentions.extend(f.code_mentions.iter().map(|m| self.positional(m, scope)));
+            }
+        }
         for m in mentions {
             self.use_var(&m, &Verdict::refuse("code that a builtin runs later"));
         }
@@ -661,7 +686,13 @@ impl Analyzer {
                 if let Some(d) = down.get(f) {
                     let mut d = d.clone();
                     if let Verdict::Integer(w) | Verdict::Name(w) | Verdict::Refuse(w) = &mut d {
-                        *w = format!("its value is assigned to `{f}`, which is used in {w}");
+                        if !w.contains("which holds its value") {
+                            let var = f.strip_prefix('@').map_or_else(
+                                || format!("`{f}`"),
+                                |func| format!("the arguments of `{func}`"),
+                            );
+                            *w = format!("{w} (through {var}, which holds its value)");
+                        }
                     }
                     self.site_verdicts[i].join(&d);
                 }

@@ -131,6 +131,9 @@ pub(crate) struct Effect {
     pub echoes: bool,
     /// Variables the argument's value is assigned to.
     pub assigns: Vec<String>,
+    /// Assigned by a declaration builtin without `=(…)`: if the variable is an array, bash
+    /// parses a value that starts with `(` as a compound assignment, running its code.
+    pub declaration: bool,
 }
 
 impl Effect {
@@ -139,6 +142,7 @@ impl Effect {
             verdict: Verdict::Data,
             echoes: false,
             assigns: Vec::new(),
+            declaration: false,
         }
     }
 }
@@ -238,9 +242,10 @@ pub(crate) fn effects(
         // Effects index of `words[i + 1 + k]` is `i + k`.
         let off = i;
         if !skip_functions && functions.contains(lit) {
-            // A function the script defines: its arguments become $1, $2, ….
+            // A function the script defines: its arguments become its $1, $2, ….
+            let positional = format!("@{}", show(lit));
             for e in facts.effects.iter_mut().skip(off) {
-                e.assigns.push("@".into());
+                e.assigns.push(positional.clone());
             }
             return facts;
         }
@@ -534,6 +539,7 @@ fn declaration(
             Some(a) if !opts.names_only => {
                 decls.push((Some(a.var.clone()), opts));
                 e.assigns.push(a.var.clone());
+                e.declaration = !a.compound;
                 e.verdict = if opts.unknown {
                     Verdict::refuse(format!(
                         "an assignment by `{}` whose options are not fixed text",

@@ -251,8 +251,8 @@ pub enum TemplateError {
     /// The renderer cannot be sure it reads the script as bash does, so it refuses every
     /// placeholder.
     #[error(
-        "variable `{variable}` (line {line}) cannot be rendered safely: line {at_line} \
-         {reason}, so the renderer cannot prove how bash reads this script"
+        "variable `{variable}` (line {line}) cannot be rendered safely: on line {at_line}, \
+         {reason}; the renderer cannot prove how bash reads this script"
     )]
     Unsure {
         /// The first active placeholder's variable.

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 
-use crate::exec::wrapper::{self, FrameReader};
+use crate::exec::frames::FrameReader;
+use crate::exec::kill::{Ladder, Step};
+use crate::exec::wrapper::{self, Session as WrapperSession};
 use crate::exec::{Exit, Limits};
 use crate::mask::LogCapture;
 
@@ -198,6 +200,8 @@ pub struct ChannelRun {
     pub started: bool,
     /// Whether the connection is still fit for the pool.
     pub healthy: bool,
+    /// Whether the remote attempt's full clean-up was already sent over a second channel.
+    pub swept: bool,
 }
 
 /// Why a channel run did not end by itself.
@@ -213,8 +217,11 @@ pub enum RunInterrupt {
 
 /// Everything a channel run needs besides the connection.
 pub struct RunSpec<'a> {
-    /// Prologue and rendered script.
+    /// The nonce line, prologue and rendered script.
     pub input: &'a [u8],
+    /// The attempt's wrapper session: the nonce its frames carry, the marker its
+    /// processes carry.
+    pub session: &'a WrapperSession,
     /// Bounds.
     pub limits: &'a Limits,
     /// When the task's time is up.
@@ -229,12 +236,13 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
     let fd = conn.sock.as_fd();
     let wake = Some(wake.as_fd());
     let mut out = ChannelRun {
-        frames: FrameReader::new(spec.limits.max_secret),
+        frames: spec.session.frame_reader(spec.limits.max_secret, true),
         log,
         exit: Exit::Unknown,
         interrupted: None,
         started: false,
         healthy: true,
+        swept: false,
     };
     let broken = |out: &mut ChannelRun, e: NbError| {
         out.healthy = false;
@@ -277,10 +285,17 @@ pub fn run(conn: &Conn, spec: &RunSpec<'_>, log: LogCapture, wake: &OwnedFd) -> 
         return out;
     }
     drive(sess, &mut ch, fd, wake, spec, &mut out);
+    // The relay reports (`end`) once it has killed what the script left and removed its
+    // temporary directory. Without that report (the script killed the relay, or the run
+    // was cut short) the executor does the same over a second channel before the task
+    // returns: nothing the script started outlives it.
+    if !out.frames.ended() && !out.swept {
+        remote_kill(sess, fd, out.frames.pgid(), spec.session.marker(), true);
+    }
     out
 }
 
-/// Feed the script, drain both streams, and handle the deadline, until the channel closes.
+/// Feed the script, drain both streams, and walk the kill ladder, until the channel closes.
 fn drive(
     sess: &Session,
     ch: &mut Channel,
@@ -292,12 +307,10 @@ fn drive(
     let mut pos = 0usize;
     let mut eof_sent = false;
     let mut buf = vec![0u8; 32 * 1024];
-    let mut timed_out = false;
-    let mut kill_at: Option<Instant> = None;
-    let mut give_up_at: Option<Instant> = None;
-    let mut drain_until: Option<Instant> = None;
+    let mut ladder = Ladder::new(spec.deadline, spec.limits.grace, spec.limits.drain);
     let mut retries = 0;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let marker = spec.session.marker();
 
     loop {
         let mut progress = false;
@@ -347,30 +360,30 @@ fn drive(
         if streams_done && ch.eof() {
             break;
         }
-        // The script reported; leftovers it started must not hold the channel for long.
-        if out.frames.is_complete() && drain_until.is_none() && !timed_out {
-            drain_until = Some(Instant::now() + spec.limits.drain);
-        }
         let now = Instant::now();
-        if drain_until.is_some_and(|d| now >= d) {
-            remote_kill(sess, fd, out.frames.pgid(), "KILL");
-            out.healthy = false;
-            break;
+        // The script reported: what it left must not hold the channel for long.
+        if out.frames.is_complete() {
+            ladder.ended(now);
         }
-        if !timed_out && now >= spec.deadline {
-            timed_out = true;
-            out.interrupted = Some(RunInterrupt::Timeout);
-            remote_kill(sess, fd, out.frames.pgid(), "TERM");
-            kill_at = Some(now + spec.limits.grace);
-        }
-        if kill_at.is_some_and(|k| now >= k) {
-            kill_at = None;
-            remote_kill(sess, fd, out.frames.pgid(), "KILL");
-            give_up_at = Some(now + spec.limits.grace);
-        }
-        if give_up_at.is_some_and(|g| now >= g) {
-            out.healthy = false;
-            break;
+        while let Some(step) = ladder.due(now) {
+            match step {
+                Step::Term => {
+                    out.interrupted = Some(RunInterrupt::Timeout);
+                    let _ = remote_kill(sess, fd, out.frames.pgid(), marker, false);
+                }
+                Step::Kill => {
+                    out.swept = remote_kill(sess, fd, out.frames.pgid(), marker, true);
+                }
+                Step::GiveUp => {
+                    out.healthy = false;
+                    return;
+                }
+                Step::StopDraining => {
+                    out.swept = remote_kill(sess, fd, out.frames.pgid(), marker, true);
+                    out.healthy = false;
+                    return;
+                }
+            }
         }
         if progress {
             retries = 0;
@@ -380,24 +393,15 @@ fn drive(
             retries += 1;
             continue;
         }
-        let next = [
-            Some(spec.deadline).filter(|_| !timed_out),
-            kill_at,
-            give_up_at,
-            drain_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(far);
-        match wait(sess, fd, wake, next) {
+        match wait(sess, fd, wake, ladder.next().unwrap_or(far)) {
             Ok(()) | Err(Interrupt::Deadline) => {}
             Err(Interrupt::Woken) => {
                 // The group may be reported but not read yet, or not reported yet: a kill
-                // skipped for want of it would leave the script running until its watchdog.
+                // skipped for want of it would leave the script running until its relay's
+                // deadline.
                 let limit = Instant::now() + spec.limits.grace;
                 let pgid = await_pgid(sess, ch, fd, out, &mut buf, limit);
-                remote_kill(sess, fd, pgid, "KILL");
+                out.swept = remote_kill(sess, fd, pgid, marker, true);
                 out.interrupted = Some(RunInterrupt::Cancelled);
                 out.healthy = false;
                 return;
@@ -425,7 +429,7 @@ fn drive(
 }
 
 /// The remote process group: read what the channel has (frames, and log) until the
-/// wrapper's `csm:pid` frame is in, the channel ends, or `limit` passes. No wake fd: this
+/// bootstrap's `pid` frame is in, the channel ends, or `limit` passes. No wake fd: this
 /// runs after a cancellation, to carry it out.
 fn await_pgid(
     sess: &Session,
@@ -494,27 +498,42 @@ fn signal_number(name: &str) -> i32 {
         "HUP" => 1,
         "INT" => 2,
         "KILL" => 9,
+        "PIPE" => 13,
         "TERM" => 15,
         _ => 0,
     }
 }
 
-/// Signal the remote process group over a second channel. Best effort and bounded: the
-/// remote watchdog is the backstop when the connection is gone.
-fn remote_kill(sess: &Session, fd: BorrowedFd<'_>, pgid: Option<i32>, sig: &str) {
-    let Some(pgid) = pgid else { return };
+/// Signal the remote attempt over a second channel: SIGTERM to its process group, or
+/// (`kill`) SIGKILL to the group, its session and its marked processes, and removal of its
+/// temporary directory ([`wrapper::remote_signal_command`]). Best effort and bounded: the
+/// remote relay is the backstop when the connection is gone. Only the group the bootstrap
+/// reported (never one the script wrote) is targeted, and never one below 2. Returns whether
+/// the command ran.
+fn remote_kill(
+    sess: &Session,
+    fd: BorrowedFd<'_>,
+    pgid: Option<i32>,
+    marker: &str,
+    kill: bool,
+) -> bool {
+    let Some(pgid) = pgid.filter(|&p| p > 1) else {
+        return false;
+    };
     let deadline = Instant::now() + Duration::from_secs(2);
     // No wake fd: a cancellation must not interrupt the kill it asked for.
     let never = None;
     let mut ch = match nb(sess, fd, never, deadline, || sess.channel_session()) {
         Ok(c) => c,
-        Err(_) => return,
+        Err(_) => return false,
     };
-    let cmd = format!("kill -{sig} -- -{pgid} 2>/dev/null");
-    if nb(sess, fd, never, deadline, || ch.exec(&cmd)).is_ok() {
+    let cmd = wrapper::remote_signal_command(pgid, marker, kill);
+    let ran = nb(sess, fd, never, deadline, || ch.exec(&cmd)).is_ok();
+    if ran {
         let _ = nb(sess, fd, never, deadline, || ch.send_eof());
         let _ = nb(sess, fd, never, deadline, || ch.wait_eof());
         let _ = nb(sess, fd, never, deadline, || ch.close());
     }
-    tracing::debug!(pgid, sig, "signalled the remote process group");
+    tracing::debug!(pgid, kill, ran, "signalled the remote attempt");
+    ran
 }

@@ -10,7 +10,7 @@
 //!   PTY, no file on the host, nothing secret in the command line.
 //! - **Timeouts.** Connect, handshake plus authentication, and the task each have a bound.
 //!   At the task deadline the remote process group gets SIGTERM, then SIGKILL, over a
-//!   second channel. A watchdog in the remote wrapper does the same if the agent is gone.
+//!   second channel. The relay in the remote wrapper does the same if the agent is gone.
 //! - **Pooling** ([`pool`]). Connections are kept per (host, port, user, credential, host-key policy),
 //!   several per target because libssh2 serialises a connection's channels. Idle ones expire
 //!   and get keepalives. A task whose pooled connection turns out dead before the script was
@@ -331,10 +331,12 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
         watch: watch.clone(),
     };
     let idle = slot.take_idle(exec.pool.config.idle_timeout);
+    let session = wrapper::Session::new();
     let work = Work {
         target: exec.target.clone(),
         config: exec.pool.config.clone(),
         input: wrapper::script_input(
+            &session,
             Mode::Ssh {
                 timeout: job.timeout,
                 grace: job.limits.grace,
@@ -342,6 +344,7 @@ async fn execute(exec: &SshExecutor, job: &Job, cancel: CancellationToken) -> At
             &job.command_path,
             job.script.expose_bytes(),
         ),
+        session,
         limits: job.limits.clone(),
         masker: job.masker.clone(),
         deadline,
@@ -392,6 +395,7 @@ struct Work {
     target: SshTarget,
     config: SshConfig,
     input: zeroize::Zeroizing<Vec<u8>>,
+    session: wrapper::Session,
     limits: super::Limits,
     masker: Arc<crate::mask::Masker>,
     deadline: Instant,
@@ -432,6 +436,7 @@ impl Work {
             );
             let spec = conn::RunSpec {
                 input: &self.input,
+                session: &self.session,
                 limits: &self.limits,
                 deadline: self.deadline,
                 setup_timeout: self.config.connect_timeout,

@@ -713,7 +713,7 @@ impl Parser<'_, '_> {
 
     /// `function NAME [()] BODY`.
     fn function_keyword(&mut self, parent: ScopeId) -> Option<usize> {
-        let (idx, scope) = self.new_command(parent, CommandKind::Function);
+        let (idx, scope) = self.new_command(parent, CommandKind::Function { name: None });
         self.take_reserved(b"function");
         self.skip_blanks();
         let Some(w) = self.word(scope, WordOpts::default()) else {
@@ -742,7 +742,9 @@ impl Parser<'_, '_> {
         } else {
             self.distrust("a function whose name is not a plain word");
         }
-        self.out.commands[idx].kind = CommandKind::Function;
+        self.out.commands[idx].kind = CommandKind::Function {
+            name: w.lit.clone(),
+        };
     }
 
     /// The compound command that is a function's body.

@@ -218,8 +218,11 @@ pub(crate) enum CommandKind {
     },
     /// A compound command: `{ }`, `( )`, `if`, loops, `case`, `(( ))`, `[[ ]]`.
     Compound,
-    /// A function definition (its name is in [`Syntax::functions`]).
-    Function,
+    /// A function definition.
+    Function {
+        /// Its name, when it is a plain word (also in [`Syntax::functions`]).
+        name: Option<Vec<u8>>,
+    },
 }
 
 /// A command: what the analysis needs to know about it.
@@ -307,6 +310,8 @@ pub(crate) struct Syntax {
     pub heredocs: Vec<Heredoc>,
     /// Names of the functions the script defines.
     pub functions: BTreeSet<Vec<u8>>,
+    /// Variables the script assigns with `NAME=(…)` anywhere: arrays.
+    pub arrays: BTreeSet<String>,
     /// The first reason the parse cannot be trusted, if any.
     pub unsure: Option<Unsure>,
     /// Pipelines of two or more commands seen so far (their ids).

@@ -553,9 +553,11 @@ impl Parser<'_, '_> {
         let mut found = Found::default();
         self.pos += 2;
         let mut indirect = false;
+        let mut length = false;
         if matches!(self.peek(), Some(b'#' | b'!')) && !matches!(self.peek2(), Some(b'}')) {
             // `${#x}`, `${!x}` (but `${#}` and `${!}` are the specials themselves).
             indirect = self.peek() == Some(b'!');
+            length = self.peek() == Some(b'#');
             self.pos += 1;
         }
         let mut name: Option<Vec<u8>> = None;
@@ -599,7 +601,8 @@ impl Parser<'_, '_> {
             .as_deref()
             .filter(|_| is_ident)
             .map(|n| String::from_utf8_lossy(n).into_owned());
-        let ref_name = name.clone();
+        // `${#x}` is a length, an integer whatever `x` holds: not a use of the value.
+        let ref_name = if length { None } else { name.clone() };
         let mut kind = if indirect {
             RefKind::Indirect
         } else {
@@ -695,7 +698,11 @@ impl Parser<'_, '_> {
                 b'\'' if dq && op == ParamOp::Pattern => {
                     // In a pattern or replacement inside double quotes, bash 5.2 removes
                     // these quotes; elsewhere it keeps them. Too subtle to vouch for.
-                    self.distrust("a single quote in a pattern of a double-quoted ${…}");
+                    self.distrust(
+                        "a single quote in a pattern of a double-quoted ${…} (bash 5.2 \
+                         removes such quotes there and keeps them elsewhere; put the text in a \
+                         variable instead: nl=$'\\n'; \"${x#*\"$nl\"}\")",
+                    );
                     return found;
                 }
                 b'\'' if dq => {
@@ -1054,6 +1061,7 @@ impl Parser<'_, '_> {
         let var = match assign {
             AssignState::Yes(a) => {
                 a.compound = true;
+                self.out.arrays.insert(a.var.clone());
                 a.var.clone()
             }
             _ => return,

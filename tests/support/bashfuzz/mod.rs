@@ -208,7 +208,14 @@ impl Summary {
             let _ = writeln!(s, "  refused {k}: {n}");
         }
         for (k, n) in &self.by_check {
-            let _ = writeln!(s, "  FAILED {k}: {n}");
+            let cases: Vec<String> = self
+                .failures
+                .iter()
+                .filter(|r| format!("{:?}", r.failure.check) == *k)
+                .take(8)
+                .map(|r| r.case_no.to_string())
+                .collect();
+            let _ = writeln!(s, "  FAILED {k}: {n} (cases {}…)", cases.join(", "));
         }
         let classes = self.classes();
         if !classes.is_empty() {
@@ -332,6 +339,9 @@ pub fn run(settings: &Settings) -> Summary {
                             s.checked += checked as u64;
                         }
                         Verdict::Failed(f) => {
+                            if settings.progress {
+                                eprintln!("bash-fuzz: case {n} failed: {:?}", f.check);
+                            }
                             s.rendered += u64::from(f.rendered.is_some());
                             *s.by_check.entry(format!("{:?}", f.check)).or_default() += 1;
                             let tags = case.items.iter().flat_map(|i| i.tags.clone()).collect();

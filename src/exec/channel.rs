@@ -1,0 +1,99 @@
+//! The local result channel: a `SOCK_STREAM` unix socket pair whose agent end has
+//! `SO_PASSCRED` set.
+//!
+//! With `SO_PASSCRED`, Linux attaches the sending process's credentials to every read and
+//! never joins data from different senders into one read. The agent therefore keeps only
+//! the bytes the bash process it spawned sent itself; anything written by another process
+//! that holds the descriptor (a child, a subshell) is dropped and counted, and a warning is
+//! logged once per attempt, never with its content. A program `exec`ed by bash keeps bash's
+//! pid, so the frames also carry the attempt's nonce ([`super::frames`]).
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{
+    recvmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, UnixCredentials,
+};
+use tokio::io::unix::AsyncFd;
+
+/// The agent's end of the channel.
+pub(crate) struct Channel {
+    fd: AsyncFd<OwnedFd>,
+    buf: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+/// One read from the channel.
+pub(crate) enum Read<'a> {
+    /// Bytes from the process with this pid (0 if the kernel attached none).
+    Data(i32, &'a [u8]),
+    /// Every holder of the other end has closed it.
+    Eof,
+}
+
+/// A socket pair: the agent's end, and the end bash gets (close-on-exec here; the spawn
+/// `dup2`s it into place).
+pub(crate) fn pair() -> std::io::Result<(Channel, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    // Non-blocking on our side only: the flag belongs to the open file, and bash's end
+    // must block (a write into a full socket would otherwise fail with EAGAIN).
+    let flags = fcntl(&ours, FcntlArg::F_GETFL)?;
+    fcntl(
+        &ours,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )?;
+    setsockopt(&ours, sockopt::PassCred, &true)?;
+    // SAFETY: an OwnedFd keeps its one descriptor open, unchanged, until it drops with the
+    // AsyncFd.
+    let fd = unsafe { AsyncFd::register_with_interest(ours, tokio::io::Interest::READABLE) }?;
+    Ok((
+        Channel {
+            fd,
+            buf: vec![0u8; 16 * 1024],
+            cmsg: nix::cmsg_space!(UnixCredentials),
+        },
+        theirs,
+    ))
+}
+
+impl Channel {
+    /// The next read, with the sender's pid.
+    pub(crate) async fn read(&mut self) -> std::io::Result<Read<'_>> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let (buf, cmsg) = (&mut self.buf, &mut self.cmsg);
+            let got = guard.try_io(|fd| {
+                let mut iov = [IoSliceMut::new(buf)];
+                let msg = recvmsg::<()>(
+                    fd.as_raw_fd(),
+                    &mut iov,
+                    Some(cmsg),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(std::io::Error::from)?;
+                let mut pid = 0;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmCredentials(cred) = c {
+                            pid = cred.pid();
+                        }
+                    }
+                }
+                Ok((msg.bytes, pid))
+            });
+            match got {
+                Ok(Ok((0, _))) => return Ok(Read::Eof),
+                Ok(Ok((n, pid))) => return Ok(Read::Data(pid, &self.buf[..n])),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
