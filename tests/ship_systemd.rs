@@ -1,0 +1,477 @@
+//! The hardened `csm-agent.service` under a real systemd: a Debian 12 container booted by
+//! podman (runc), the Debian package built by `scripts/build-deb.sh` installed into it with
+//! dpkg, and a real `csm-agent manager` on the host that the agent reaches over the host's
+//! loopback. Then `scripts/install.sh` in the same container, twice, and `--uninstall`.
+//!
+//! It checks, with every hardening directive of the unit in force: READY and `active`; the
+//! watchdog pings; a local script (bash, a writable commandPath, outbound TCP) and an SSH
+//! task (a key from the control plane, the host key from `~/.ssh/known_hosts` in the
+//! state directory) return their values; a SIGKILLed agent is restarted and reconnects;
+//! the live `systemd-analyze security` exposure is ≤ 2.0; `systemctl stop` during a task
+//! drains it (the result arrives, the unit exits with status 0); the journal holds no
+//! secret; dpkg upgrades (restarting the agent on the new binary) and purges cleanly.
+//!
+//! Needs root, podman, runc, mmdebstrap, cargo-deb and sshd: without them it says so
+//! loudly, and fails under CI (`CSM_TEST_REQUIRE_ALL=1`). Every wait is a poll with a
+//! deadline; every port is picked by the kernel (the agent's health port: see
+//! `support::podman::free_port`).
+
+mod cp_support;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cp_support::{Gql, CREATE_SECRET, CREATE_SM, RESOLVE};
+use serde_json::{json, Value};
+use support::podman::{self, assert_no_secret, ok, poll, Container};
+use support::ship::{self, HostManager};
+use support::skip::skip;
+use support::sshd::{KeyKind, Sshd};
+
+const IMAGE: &str = "localhost/csm-ship-systemd:bookworm";
+const STATE: &str = "/var/lib/csm-agent";
+
+/// A local script: writes and reads back a file in commandPath, opens a TCP connection to
+/// the manager, and reports who it ran as.
+const LOCAL_SCRIPT: &str = "printf '%s' \"${key}\" > ./probe && v=$(cat ./probe) && rm -f ./probe && \
+code=$(curl -s -o /dev/null -w '%{http_code}' \"${url}\") && secret=\"local:${v}:$(id -un):http-${code}\"";
+
+/// A script that, while `STATE/hold` exists, announces itself and waits for `STATE/go`.
+const HOLD_SCRIPT: &str = "if [ -e /var/lib/csm-agent/hold ]; then : > /var/lib/csm-agent/started; \
+while [ ! -e /var/lib/csm-agent/go ]; do sleep 0.05; done; fi; secret=\"held:${key}\"";
+
+/// `systemctl show -p PROP --value csm-agent`.
+fn prop(c: &Container, p: &str) -> String {
+    c.sh_ok(&format!("systemctl show -p {p} --value csm-agent.service"))
+        .trim()
+        .to_string()
+}
+
+/// GET `http://127.0.0.1:PORT/healthz`; the JSON body, if it answered 200.
+fn health(port: u16) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then_some(())?;
+    serde_json::from_str(body.trim()).ok()
+}
+
+/// Wait until the agent behind `port` says it is connected.
+fn wait_connected(port: u16, what: &str) {
+    poll(what, Duration::from_secs(60), || {
+        health(port).filter(|h| h["connection"] == "connected")
+    });
+}
+
+/// Wait until the unit is active with a main process; its pid.
+fn wait_active(c: &Container, what: &str) -> String {
+    poll(what, Duration::from_secs(60), || {
+        let st = prop(c, "ActiveState");
+        let pid = prop(c, "MainPID");
+        (st == "active" && pid != "0").then_some(pid)
+    })
+}
+
+/// Build two versions of the package from the test's binary.
+fn build_debs(out: &Path) -> (String, String) {
+    let build = |v: &str| {
+        let path = ok(Command::new(ship::repo().join("scripts/build-deb.sh"))
+            .args(["--binary"])
+            .arg(ship::binary())
+            .args(["--deb-version", v, "--output"])
+            .arg(out));
+        let path = path.trim().to_string();
+        assert!(Path::new(&path).is_file(), "no package at {path}");
+        Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    (build("0.1.0-1"), build("0.1.0-2"))
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    c: Container,
+    cp: HostManager,
+    g: Gql,
+    health_port: u16,
+}
+
+impl Fixture {
+    fn resolve(&self, id: &str) -> Result<String, (String, String)> {
+        self.rt
+            .block_on(self.g.resolve(id, None, None, Some("PROD")))
+    }
+
+    /// Configure the agent: the manager's URL, the token (through stdin, never argv).
+    fn configure(&self) {
+        let toml = format!(
+            "manager = \"{}\"\ntoken_file = \"/etc/csm-agent/token\"\nname = \"ship-systemd\"\n\
+             selectors = [\"ship\"]\nmetrics_listen = \"127.0.0.1:{}\"\n\n[policy]\n\
+             ssh_hosts = [\"127.0.0.1\"]\ncommand_path_prefixes = [\"/tmp\", \"{STATE}\"]\n",
+            self.cp.base, self.health_port
+        );
+        self.c.write_file(
+            "/etc/csm-agent/agent.toml",
+            toml.as_bytes(),
+            "0640",
+            "root:csm-agent",
+        );
+        self.c.write_file(
+            "/etc/csm-agent/token",
+            format!("{}\n", self.cp.agent_token).as_bytes(),
+            "0600",
+            "root:root",
+        );
+    }
+}
+
+#[test]
+fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_systemd() {
+    const NAME: &str = "ship_systemd";
+    let tools = ["podman", "runc", "mmdebstrap", "cargo-deb", "dpkg-deb"];
+    if let Some(why) = podman::missing_prerequisite(&tools) {
+        return skip(NAME, &why);
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        return skip(NAME, "sshd is missing (scripts/ci-setup-ssh.sh installs it)");
+    }
+    let t0 = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let debs = work.path().join("debs");
+    std::fs::create_dir(&debs).unwrap();
+    let (v1, v2) = build_debs(&debs);
+    eprintln!("[{:?}] packages built: {v1}, {v2}", t0.elapsed());
+
+    podman::ensure_image(IMAGE, podman::SYSTEMD_INCLUDES);
+    let c = Container::boot_systemd("csm-ship-systemd", IMAGE);
+    // The packages and install.sh's inputs, read-only.
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for d in ["scripts", "systemd", "packaging"] {
+        ok(Command::new("cp").arg("-r").arg(ship::repo().join(d)).arg(&src));
+    }
+    c.copy_in(&debs, "/ship");
+    c.copy_in(&src, "/ship-src");
+    eprintln!("[{:?}] systemd is up in {}", t0.elapsed(), c.name);
+
+    let sshd = Sshd::start();
+    let cp = HostManager::start(work.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let g = Gql::new(&cp.graphql, &cp.api_key);
+    let f = Fixture {
+        rt,
+        c,
+        cp,
+        g,
+        health_port: podman::free_port(),
+    };
+    let c = &f.c;
+
+    // ---- install: the user, /etc/csm-agent and its modes, the unit enabled but idle.
+    let out = c.sh(&format!("dpkg -i /ship/{v1} 2>&1"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "dpkg -i failed:\n{text}");
+    assert!(!text.contains("warning"), "dpkg -i warned:\n{text}");
+    assert_eq!(
+        c.sh_ok("stat -c '%U:%G %a' /etc/csm-agent /etc/csm-agent/agent.toml /etc/csm-agent/token"),
+        "root:csm-agent 750\nroot:csm-agent 640\nroot:root 600\n"
+    );
+    assert_eq!(
+        c.sh_ok("getent passwd csm-agent | cut -d: -f6,7"),
+        "/var/lib/csm-agent:/usr/sbin/nologin\n"
+    );
+    assert_eq!(
+        c.sh_ok("systemctl is-enabled csm-agent.service").trim(),
+        "enabled"
+    );
+    assert_eq!(prop(c, "ActiveState"), "inactive", "not started before it is configured");
+    c.sh_ok("man -w csm-agent-run >/dev/null 2>&1 || test -f /usr/share/man/man1/csm-agent-run.1.gz");
+    c.sh_ok("test -s /usr/share/bash-completion/completions/csm-agent");
+
+    // ---- configure and start: READY (Type=notify: start returns once READY=1 arrived).
+    f.configure();
+    c.write_file(
+        &format!("{STATE}/.ssh/known_hosts"),
+        format!("{}\n", sshd.known_hosts_line()).as_bytes(),
+        "0600",
+        "csm-agent:csm-agent",
+    );
+    c.sh_ok("systemctl start csm-agent.service");
+    assert_eq!(c.sh_ok("systemctl is-active csm-agent.service").trim(), "active");
+    assert_eq!(prop(c, "Type"), "notify");
+    assert_eq!(prop(c, "WatchdogUSec"), "30s");
+    let first_ping = prop(c, "WatchdogTimestampMonotonic");
+    wait_connected(f.health_port, "the agent to connect to the manager");
+    eprintln!("[{:?}] the agent is active and connected", t0.elapsed());
+
+    // ---- a local script under the full hardening.
+    let local = local_secret(&f);
+    let got = f.resolve(&local).expect("the local secret resolves");
+    assert_eq!(got, "local:local-value-7f3a:csm-agent:http-200");
+
+    // ---- an SSH task: key from the control plane, host key from ~/.ssh/known_hosts.
+    let remote = ssh_secret(&f, &sshd);
+    let want = format!("ssh:remote-value-91c2:{}", sshd.user());
+    assert_eq!(f.resolve(&remote).expect("the SSH secret resolves"), want);
+    eprintln!("[{:?}] local and SSH tasks returned their values", t0.elapsed());
+
+    // ---- the watchdog: systemd records the agent's WATCHDOG=1 pings (every 15 s).
+    poll("a watchdog ping", Duration::from_secs(40), || {
+        (prop(c, "WatchdogTimestampMonotonic") != first_ping).then_some(())
+    });
+
+    // ---- SIGKILL: systemd restarts the agent, which reconnects and runs tasks again.
+    let pid = prop(c, "MainPID");
+    let restarts: u32 = prop(c, "NRestarts").parse().unwrap();
+    c.sh_ok("systemctl kill -s KILL csm-agent.service");
+    poll("systemd to restart the killed agent", Duration::from_secs(60), || {
+        let n: u32 = prop(c, "NRestarts").parse().unwrap_or(0);
+        (n == restarts + 1 && prop(c, "ActiveState") == "active" && prop(c, "MainPID") != pid)
+            .then_some(())
+    });
+    wait_connected(f.health_port, "the restarted agent to reconnect");
+    assert_eq!(f.resolve(&local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
+    eprintln!("[{:?}] killed, restarted, reconnected", t0.elapsed());
+
+    // ---- the live exposure, as systemd itself computes it for the loaded unit.
+    let exposure = live_exposure(c);
+    eprintln!("live systemd-analyze security csm-agent.service: {exposure}");
+    assert!(exposure <= 2.0, "live exposure {exposure} > 2.0");
+
+    // ---- systemctl stop during a task: it drains, the result arrives, exit status 0.
+    drain_on_stop(&f);
+    eprintln!("[{:?}] drained on stop", t0.elapsed());
+
+    // ---- the journal: no value, token, key or API key anywhere.
+    let journal = c.sh_ok("journalctl --no-pager -o cat 2>&1");
+    assert!(journal.contains("csm-agent"), "the journal has the agent's lines");
+    let key = sshd.client_key(KeyKind::Ed25519).private_pem.clone();
+    let key_line = key.lines().nth(1).unwrap().to_string();
+    let secrets = [
+        "local-value-7f3a",
+        "remote-value-91c2",
+        "held:drain-value",
+        f.cp.agent_token.as_str(),
+        f.cp.api_key.as_str(),
+        key_line.as_str(),
+    ];
+    assert_no_secret("the container's journal", &journal, &secrets);
+    assert_no_secret("the manager's log", &f.cp.log_text(), &secrets[3..]);
+
+    // ---- upgrade: the running agent is restarted on the new binary; config is kept.
+    c.sh_ok("systemctl start csm-agent.service");
+    let pid = wait_active(c, "the agent to start again");
+    wait_connected(f.health_port, "the agent to reconnect before the upgrade");
+    let out = c.sh(&format!("dpkg -i /ship/{v2} 2>&1"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "dpkg upgrade failed:\n{text}");
+    assert!(!text.contains("warning"), "dpkg upgrade warned:\n{text}");
+    assert!(c.sh_ok("dpkg-query -W csm-agent").contains("0.1.0-2"));
+    let new_pid = wait_active(c, "the agent to run after the upgrade");
+    assert_ne!(new_pid, pid, "the upgrade restarted the running agent");
+    assert!(
+        !c.sh_ok(&format!("readlink /proc/{new_pid}/exe")).contains("deleted"),
+        "the agent runs the new binary"
+    );
+    assert!(c.sh_ok("cat /etc/csm-agent/agent.toml").contains(&f.cp.base));
+    wait_connected(f.health_port, "the upgraded agent to reconnect");
+    assert_eq!(f.resolve(&local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
+    eprintln!("[{:?}] upgraded", t0.elapsed());
+
+    // ---- purge: stopped, and nothing of the package left but the system users.
+    let out = c.sh("dpkg --purge csm-agent 2>&1");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "dpkg --purge failed:\n{text}");
+    assert!(!text.contains("warning"), "dpkg --purge warned:\n{text}");
+    assert_ne!(
+        c.sh("systemctl is-active csm-agent.service").status.code(),
+        Some(0)
+    );
+    c.sh_ok("! pgrep -x csm-agent");
+    c.sh_ok("test ! -e /etc/csm-agent && test ! -e /usr/bin/csm-agent && test ! -e /var/lib/csm-agent");
+    c.sh_ok("test ! -e /lib/systemd/system/csm-agent.service && test ! -e /etc/systemd/system/multi-user.target.wants/csm-agent.service");
+    eprintln!("[{:?}] purged", t0.elapsed());
+
+    install_script(&f, &v2, &local);
+    eprintln!("[{:?}] install.sh: installed twice, ran, uninstalled", t0.elapsed());
+}
+
+/// A template, a manager on the agent with selector `ship`, and a secret; the secret's id.
+fn local_secret(f: &Fixture) -> String {
+    let url = format!("{}/graphql", f.cp.base);
+    let g = &f.g;
+    f.rt.block_on(async {
+        let t = g.template("ship-local", LOCAL_SCRIPT, &["key", "url"]).await;
+        let sm = g
+            .ok(
+                CREATE_SM,
+                json!({"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {
+                    "name": "ship-local", "templateId": t, "delegateSelectors": ["ship"],
+                    "testVariables": [{"name": "key", "value": "test"}, {"name": "url", "value": url}],
+                    "executeOnDelegate": true, "isConnectorTemplatized": false,
+                    "commandPath": "/tmp"}}}),
+            )
+            .await["createSecretManager"]["secretManager"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        g.param_secret(
+            "ship-local-secret",
+            &sm,
+            json!([{"name": "key", "value": "local-value-7f3a"}, {"name": "url", "value": url}]),
+            Value::Null,
+        )
+        .await
+    })
+}
+
+/// An SSH manager on the host's sshd; the secret's id.
+fn ssh_secret(f: &Fixture, sshd: &Sshd) -> String {
+    let g = &f.g;
+    let pem = sshd.client_key(KeyKind::Ed25519).private_pem.clone();
+    f.rt.block_on(async {
+        let key = g.value_secret("ship-ssh-key", &pem).await;
+        let conn = g
+            .ok(
+                CREATE_SECRET,
+                json!({"input": {"secretType": "SSH_CREDENTIAL", "sshCredential": {
+                    "name": "ship-conn", "authenticationScheme": "SSH",
+                    "sshAuthentication": {"userName": sshd.user(), "port": sshd.port(), "sshAuthenticationMethod": {
+                        "sshCredentialType": "SSH_KEY", "inlineSSHKey": {"sshKeySecretFileId": key}}}}}}),
+            )
+            .await["createSecret"]["secret"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t = g
+            .template("ship-ssh", "secret=\"ssh:${key}:$(id -un)\"", &["key"])
+            .await;
+        let sm = g
+            .ok(
+                CREATE_SM,
+                json!({"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {
+                    "name": "ship-ssh", "templateId": t, "delegateSelectors": ["ship"],
+                    "testVariables": [{"name": "key", "value": "test"}],
+                    "executeOnDelegate": false, "isConnectorTemplatized": false,
+                    "host": "127.0.0.1", "connectorId": conn, "commandPath": "/tmp"}}}),
+            )
+            .await["createSecretManager"]["secretManager"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        g.param_secret(
+            "ship-ssh-secret",
+            &sm,
+            json!([{"name": "key", "value": "remote-value-91c2"}]),
+            Value::Null,
+        )
+        .await
+    })
+}
+
+/// `systemd-analyze security csm-agent.service` in the container; the overall exposure.
+fn live_exposure(c: &Container) -> f64 {
+    let text = c.sh_ok("systemd-analyze security --no-pager csm-agent.service 2>&1");
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level for csm-agent.service"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
+    line.split(':')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the exposure from {line:?}"))
+}
+
+/// Start a task that waits, stop the unit, release the task: its result arrives and the
+/// unit ends with status 0 (every result delivered).
+fn drain_on_stop(f: &Fixture) {
+    let c = &f.c;
+    let g = f.g.clone();
+    let held = f.rt.block_on(async {
+        let t = g.template("ship-hold", HOLD_SCRIPT, &["key"]).await;
+        let sm = g
+            .manager("ship-hold", &t, json!([{"name": "key", "value": "test"}]), &["ship"], Value::Null)
+            .await;
+        g.param_secret("ship-held", &sm, json!([{"name": "key", "value": "drain-value"}]), Value::Null)
+            .await
+    });
+    c.sh_ok(&format!("rm -f {STATE}/started {STATE}/go && touch {STATE}/hold"));
+    let pending = f.rt.spawn(async move {
+        let r = g
+            .send(RESOLVE, json!({"i": {"secretId": held, "environmentType": "PROD"}}))
+            .await;
+        r.json
+    });
+    poll("the held task to start", Duration::from_secs(60), || {
+        c.sh(&format!("test -e {STATE}/started")).status.success().then_some(())
+    });
+    c.sh_ok("systemctl stop --no-block csm-agent.service");
+    poll("the unit to begin stopping", Duration::from_secs(30), || {
+        (prop(c, "ActiveState") == "deactivating").then_some(())
+    });
+    let h = health(f.health_port).expect("the draining agent still answers /healthz");
+    assert_eq!(h["inFlight"], 1, "{h}");
+    c.sh_ok(&format!("touch {STATE}/go"));
+    let reply = f
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), pending).await })
+        .expect("the drained result arrives")
+        .unwrap();
+    assert_eq!(
+        reply["data"]["resolveSecret"]["value"], "held:drain-value",
+        "{reply}"
+    );
+    poll("the unit to stop", Duration::from_secs(60), || {
+        (prop(c, "ActiveState") == "inactive").then_some(())
+    });
+    assert_eq!(prop(c, "Result"), "success");
+    assert_eq!(prop(c, "ExecMainStatus"), "0");
+    c.sh_ok(&format!("rm -f {STATE}/hold {STATE}/started {STATE}/go"));
+}
+
+/// `scripts/install.sh` twice (idempotent), the unit running from it, then `--uninstall`.
+fn install_script(f: &Fixture, deb: &str, local: &str) {
+    let c = &f.c;
+    // The binary: the package's own, unpacked (stripped), rather than a 200 MB debug copy.
+    c.sh_ok(&format!("rm -rf /tmp/x && dpkg-deb -x /ship/{deb} /tmp/x"));
+    let install = "/ship-src/scripts/install.sh --binary /tmp/x/usr/bin/csm-agent";
+    c.sh_ok(&format!("{install} 2>&1"));
+    assert_eq!(
+        c.sh_ok("stat -c '%U:%G %a' /etc/csm-agent /etc/csm-agent/agent.toml /etc/csm-agent/token /usr/local/bin/csm-agent"),
+        "root:csm-agent 750\nroot:csm-agent 640\nroot:root 600\nroot:root 755\n"
+    );
+    c.sh_ok("test -s /usr/local/share/man/man1/csm-agent-run.1 && test -s /usr/local/share/bash-completion/completions/csm-agent");
+    assert_eq!(c.sh_ok("systemctl is-enabled csm-agent.service").trim(), "enabled");
+    f.configure();
+    let before = c.sh_ok("md5sum /etc/csm-agent/agent.toml /etc/csm-agent/token");
+    // Again, now starting it: the configuration and token survive.
+    c.sh_ok("systemctl reset-failed csm-agent.service || true");
+    c.sh_ok(&format!("{install} --now 2>&1"));
+    assert_eq!(c.sh_ok("md5sum /etc/csm-agent/agent.toml /etc/csm-agent/token"), before);
+    wait_active(c, "the agent installed by install.sh to start");
+    assert!(prop(c, "FragmentPath").starts_with("/etc/systemd/system/"));
+    wait_connected(f.health_port, "the agent installed by install.sh to connect");
+    assert_eq!(f.resolve(local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
+    assert!(live_exposure(c) <= 2.0);
+
+    c.sh_ok("/ship-src/scripts/install.sh --uninstall 2>&1");
+    c.sh_ok("! pgrep -x csm-agent && test ! -e /usr/local/bin/csm-agent && test ! -e /etc/systemd/system/csm-agent.service");
+    c.sh_ok("test -e /etc/csm-agent/token");
+    c.sh_ok("/ship-src/scripts/install.sh --uninstall --purge 2>&1");
+    c.sh_ok("test ! -e /etc/csm-agent && ! getent passwd csm-agent");
+}
