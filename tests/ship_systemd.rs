@@ -199,7 +199,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         "enabled"
     );
     assert_eq!(prop(c, "ActiveState"), "inactive", "not started before it is configured");
-    c.sh_ok("man -w csm-agent-run >/dev/null 2>&1 || test -f /usr/share/man/man1/csm-agent-run.1.gz");
+    c.sh_ok("ls /usr/share/man/man1/csm-agent-run.1*");
     c.sh_ok("test -s /usr/share/bash-completion/completions/csm-agent");
 
     // ---- configure and start: READY (Type=notify: start returns once READY=1 arrived).
@@ -303,7 +303,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     );
     c.sh_ok("! pgrep -x csm-agent");
     c.sh_ok("test ! -e /etc/csm-agent && test ! -e /usr/bin/csm-agent && test ! -e /var/lib/csm-agent");
-    c.sh_ok("test ! -e /lib/systemd/system/csm-agent.service && test ! -e /etc/systemd/system/multi-user.target.wants/csm-agent.service");
+    c.sh_ok("test ! -e /usr/lib/systemd/system/csm-agent.service && test ! -e /etc/systemd/system/multi-user.target.wants/csm-agent.service");
     eprintln!("[{:?}] purged", t0.elapsed());
 
     install_script(&f, &v2, &local);

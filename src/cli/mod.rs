@@ -30,10 +30,13 @@ pub use test_run::{SshArgs, TestRunArgs};
     long_about = "csm-agent runs Custom Secrets Manager scripts: bash templates that read a secret \
 from a store and leave it in $secret. Values are bound as data, never pasted into the script; \
 scripts run locally or over SSH with strict host-key checking; logs are masked.\n\n\
-`run` is the long-running agent that takes tasks from a control plane, `manager` is the \
-control plane's agent endpoint, and `test-run` runs one template by hand.",
+`dev` starts a control plane and a local agent in one process, to try it out; `manager` is \
+the control plane (GraphQL API, encrypted store, agent endpoint); `run` is the long-running \
+agent that takes tasks from a control plane; `test-run` runs one template by hand. `config \
+check` validates an agent configuration; `completions` and `man` print shell completions \
+and manual pages.",
     after_help = "Documentation: README.md and docs/ (operations.md, configuration.md, \
-security.md, sidecar.md), installed under /usr/share/doc/csm-agent/."
+security.md, systemd.md, sidecar.md), installed under /usr/share/doc/csm-agent/."
 )]
 pub struct Cli {
     /// Log verbosity for the agent's own diagnostics (never values): error, warn, info, debug.
