@@ -26,9 +26,11 @@ const BASE: &str = "docker.io/library/debian:bookworm-slim";
 /// Writes in commandPath (a tmpfs), and says who it ran as.
 const SCRIPT: &str =
     "printf '%s' \"${key}\" > ./probe && secret=\"sidecar:$(cat ./probe):$(id -u)\" && rm -f ./probe";
-/// While /tmp/hold exists, announces itself and waits for /tmp/go.
-const HOLD_SCRIPT: &str = "if [ -e /tmp/hold ]; then : > /tmp/started; \
-while [ ! -e /tmp/go ]; do sleep 0.05; done; fi; secret=\"held:${key}\"";
+/// While /ctl/hold exists, announces itself in /tmp/started and waits for /ctl/go. /ctl is
+/// a read-only bind mount of a host directory: podman refuses `exec` into a stopping
+/// container, so the test releases the task from the host.
+const HOLD_SCRIPT: &str = "if [ -e /ctl/hold ]; then : > /tmp/started; \
+while [ ! -e /ctl/go ]; do sleep 0.05; done; fi; secret=\"held:${key}\"";
 
 /// An image, removed when dropped.
 struct Image(String);
@@ -98,6 +100,12 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     );
     let name = Container::unique_name("csm-ship-sidecar");
     let env_arg = env_file.to_string_lossy().into_owned();
+    let ctl = work.path().join("ctl");
+    std::fs::create_dir(&ctl).unwrap();
+    for d in [work.path(), ctl.as_path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let ctl_arg = format!("{}:/ctl:ro", ctl.display());
     let c = Container::run(
         &name,
         &[
@@ -110,6 +118,8 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
             "--health-interval=disable",
             "--env-file",
             &env_arg,
+            "--volume",
+            &ctl_arg,
             &image.0,
         ],
     );
@@ -156,7 +166,7 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     );
 
     // podman stop during a task: SIGTERM drains it.
-    c.sh_ok("rm -f /tmp/started /tmp/go && touch /tmp/hold");
+    std::fs::write(ctl.join("hold"), "").unwrap();
     let g2 = g.clone();
     let pending = rt.spawn(async move {
         g2.send(RESOLVE, json!({"i": {"secretId": held, "environmentType": "PROD"}}))
@@ -177,7 +187,7 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         health(port).is_some_and(|h| h["inFlight"] == 1),
         "the draining agent still runs the task"
     );
-    c.sh_ok("touch /tmp/go");
+    std::fs::write(ctl.join("go"), "").unwrap();
     let reply = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(60), pending).await })
         .expect("the drained result arrives")
