@@ -51,10 +51,18 @@ fn config_check_prints_the_effective_configuration_and_never_the_token() {
              selectors = [\"eu\", \"prod\"]\n\n[policy]\nssh_hosts = [\"10.20.0.0/16:22\"]\n"
         ),
     );
-    let (code, out, err) = run(bin().args(["config", "check", &file]).env("CSM_CAPACITY", "7"));
+    let (code, out, err) = run(bin()
+        .args(["config", "check", &file])
+        .env("CSM_CAPACITY", "7"));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("manager = \"https://cp.example:8443\""), "{out}");
-    assert!(out.contains("selectors = [\"eu\", \"prod\"]  # file"), "{out}");
+    assert!(
+        out.contains("manager = \"https://cp.example:8443\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("selectors = [\"eu\", \"prod\"]  # file"),
+        "{out}"
+    );
     assert!(out.contains("capacity = 7  # CSM_CAPACITY"), "{out}");
     assert!(out.contains("10.20.0.0/16:22"), "{out}");
     assert!(out.contains("redacted"), "{out}");
@@ -111,7 +119,13 @@ fn config_defaults_is_a_commented_toml_file_with_every_section() {
     let (code, out, _) = run(bin().args(["config", "defaults"]));
     assert_eq!(code, 0);
     out.parse::<toml::Table>().unwrap();
-    for key in ["manager", "token_file", "capacity", "max_timeout_secs", "ssh_hosts"] {
+    for key in [
+        "manager",
+        "token_file",
+        "capacity",
+        "max_timeout_secs",
+        "ssh_hosts",
+    ] {
         assert!(out.contains(key), "defaults lists {key}");
     }
 }
@@ -121,7 +135,15 @@ fn completions_cover_every_subcommand_in_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, err) = run(bin().args(["completions", shell]));
         assert_eq!(code, 0, "{shell}: {err}");
-        for sub in ["run", "manager", "dev", "test-run", "config", "completions", "man"] {
+        for sub in [
+            "run",
+            "manager",
+            "dev",
+            "test-run",
+            "config",
+            "completions",
+            "man",
+        ] {
             assert!(out.contains(sub), "{shell} completion lacks {sub}");
         }
     }
@@ -139,7 +161,11 @@ fn completions_cover_every_subcommand_in_each_shell() {
 fn man_writes_one_page_per_command() {
     let (code, out, _) = run(bin().arg("man"));
     assert_eq!(code, 0);
-    assert!(out.starts_with(".ie") || out.contains(".TH"), "roff: {}", &out[..80.min(out.len())]);
+    assert!(
+        out.starts_with(".ie") || out.contains(".TH"),
+        "roff: {}",
+        &out[..80.min(out.len())]
+    );
     let d = tempfile::tempdir().unwrap();
     let (code, _, err) = run(bin().args(["man", "--dir"]).arg(d.path()));
     assert_eq!(code, 0, "{err}");
@@ -152,8 +178,8 @@ fn man_writes_one_page_per_command() {
         "csm-agent-config.1",
         "csm-agent-config-check.1",
     ] {
-        let text = std::fs::read_to_string(d.path().join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        let text =
+            std::fs::read_to_string(d.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page} is a man page");
     }
 }

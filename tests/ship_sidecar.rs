@@ -73,17 +73,40 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         .arg("-o")
         .arg(ctx.join("target/release/csm-agent"))
         .arg(ship::binary()));
-    std::fs::copy(ship::repo().join(".dockerignore"), ctx.join(".dockerignore")).unwrap();
-    let image = Image(format!("localhost/csm-agent-sidecar-test:{}", std::process::id()));
+    std::fs::copy(
+        ship::repo().join(".dockerignore"),
+        ctx.join(".dockerignore"),
+    )
+    .unwrap();
+    let image = Image(format!(
+        "localhost/csm-agent-sidecar-test:{}",
+        std::process::id()
+    ));
     ok(podman::podman()
-        .args(["build", "--pull=never", "--format", "docker", "--network", "host"])
+        .args([
+            "build",
+            "--pull=never",
+            "--format",
+            "docker",
+            "--network",
+            "host",
+        ])
         .args(ULIMITS)
         .args(["-t", &image.0, "-f"])
         .arg(ship::repo().join("Dockerfile"))
         .arg(&ctx));
     eprintln!("[{:?}] image built", t0.elapsed());
-    let hc = ok(podman::podman().args(["image", "inspect", "--format", "{{json .Config.Healthcheck}}", &image.0]));
-    assert!(hc.contains("/healthz"), "the image has the HEALTHCHECK: {hc}");
+    let hc = ok(podman::podman().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Healthcheck}}",
+        &image.0,
+    ]));
+    assert!(
+        hc.contains("/healthz"),
+        "the image has the HEALTHCHECK: {hc}"
+    );
 
     let cp = HostManager::start(work.path());
     let port = podman::free_port();
@@ -124,7 +147,10 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         ],
     );
     assert_eq!(c.sh_ok("id -u").trim(), "10001");
-    assert!(!c.sh("touch /usr/local/bin/x").status.success(), "the root filesystem is read-only");
+    assert!(
+        !c.sh("touch /usr/local/bin/x").status.success(),
+        "the root filesystem is read-only"
+    );
     poll("the sidecar to connect", Duration::from_secs(60), || {
         health(port).filter(|h| h["connection"] == "connected")
     });
@@ -139,17 +165,39 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     let (secret, held) = rt.block_on(async {
         let t = g.template("sidecar", SCRIPT, &["key"]).await;
         let sm = g
-            .manager("sidecar", &t, json!([{"name": "key", "value": "test"}]), &["sidecar"], Value::Null)
+            .manager(
+                "sidecar",
+                &t,
+                json!([{"name": "key", "value": "test"}]),
+                &["sidecar"],
+                Value::Null,
+            )
             .await;
         let s = g
-            .param_secret("sidecar-secret", &sm, json!([{"name": "key", "value": "sidecar-value-5d1e"}]), Value::Null)
+            .param_secret(
+                "sidecar-secret",
+                &sm,
+                json!([{"name": "key", "value": "sidecar-value-5d1e"}]),
+                Value::Null,
+            )
             .await;
         let t = g.template("sidecar-hold", HOLD_SCRIPT, &["key"]).await;
         let sm = g
-            .manager("sidecar-hold", &t, json!([{"name": "key", "value": "test"}]), &["sidecar"], Value::Null)
+            .manager(
+                "sidecar-hold",
+                &t,
+                json!([{"name": "key", "value": "test"}]),
+                &["sidecar"],
+                Value::Null,
+            )
             .await;
         let h = g
-            .param_secret("sidecar-held", &sm, json!([{"name": "key", "value": "drain-value-0b7c"}]), Value::Null)
+            .param_secret(
+                "sidecar-held",
+                &sm,
+                json!([{"name": "key", "value": "drain-value-0b7c"}]),
+                Value::Null,
+            )
             .await;
         (s, h)
     });
@@ -169,9 +217,12 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     std::fs::write(ctl.join("hold"), "").unwrap();
     let g2 = g.clone();
     let pending = rt.spawn(async move {
-        g2.send(RESOLVE, json!({"i": {"secretId": held, "environmentType": "PROD"}}))
-            .await
-            .json
+        g2.send(
+            RESOLVE,
+            json!({"i": {"secretId": held, "environmentType": "PROD"}}),
+        )
+        .await
+        .json
     });
     poll("the held task to start", Duration::from_secs(60), || {
         c.sh("test -e /tmp/started").status.success().then_some(())
@@ -180,9 +231,11 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         let name = name.clone();
         std::thread::spawn(move || output(podman::podman().args(["stop", "-t", "120", &name])))
     };
-    poll("the agent to begin draining", Duration::from_secs(30), || {
-        c.logs().contains("draining").then_some(())
-    });
+    poll(
+        "the agent to begin draining",
+        Duration::from_secs(30),
+        || c.logs().contains("draining").then_some(()),
+    );
     assert!(
         health(port).is_some_and(|h| h["inFlight"] == 1),
         "the draining agent still runs the task"
@@ -192,18 +245,41 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         .block_on(async { tokio::time::timeout(Duration::from_secs(60), pending).await })
         .expect("the drained result arrives")
         .unwrap();
-    assert_eq!(reply["data"]["resolveSecret"]["value"], "held:drain-value-0b7c", "{reply}");
+    assert_eq!(
+        reply["data"]["resolveSecret"]["value"], "held:drain-value-0b7c",
+        "{reply}"
+    );
     let stop = stopper.join().unwrap();
-    assert!(stop.status.success(), "podman stop: {}", String::from_utf8_lossy(&stop.stderr));
-    assert_eq!(c.inspect("{{.State.ExitCode}}"), "0", "the drained agent exits 0");
+    assert!(
+        stop.status.success(),
+        "podman stop: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert_eq!(
+        c.inspect("{{.State.ExitCode}}"),
+        "0",
+        "the drained agent exits 0"
+    );
     let logs = c.logs();
-    assert!(logs.contains("drained"), "the agent logged its drain:\n{logs}");
+    assert!(
+        logs.contains("drained"),
+        "the agent logged its drain:\n{logs}"
+    );
     assert_no_secret(
         "the sidecar's logs",
         &logs,
-        &["sidecar-value-5d1e", "drain-value-0b7c", &cp.agent_token, &cp.api_key],
+        &[
+            "sidecar-value-5d1e",
+            "drain-value-0b7c",
+            &cp.agent_token,
+            &cp.api_key,
+        ],
     );
-    assert_no_secret("the manager's log", &cp.log_text(), &[&cp.agent_token, &cp.api_key]);
+    assert_no_secret(
+        "the manager's log",
+        &cp.log_text(),
+        &[&cp.agent_token, &cp.api_key],
+    );
     eprintln!("[{:?}] drained on podman stop; logs clean", t0.elapsed());
 }
 
@@ -241,7 +317,12 @@ fn parse_yaml(text: &str) -> Option<Vec<Value>> {
         .spawn()
         .ok()?;
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("No module named 'yaml'") {
@@ -255,7 +336,11 @@ fn parse_yaml(text: &str) -> Option<Vec<Value>> {
 fn the_compose_and_kubernetes_examples_parse_with_the_settings_the_image_needs() {
     let md = std::fs::read_to_string(ship::repo().join("docs/sidecar.md")).unwrap();
     let yaml = blocks(&md, "yaml");
-    assert_eq!(yaml.len(), 2, "docs/sidecar.md has a compose file and a pod");
+    assert_eq!(
+        yaml.len(),
+        2,
+        "docs/sidecar.md has a compose file and a pod"
+    );
     let Some(compose) = parse_yaml(&yaml[0]) else {
         return skip(
             "ship_sidecar compose",
@@ -271,12 +356,19 @@ fn the_compose_and_kubernetes_examples_parse_with_the_settings_the_image_needs()
         assert!(env.contains(k), "compose sets {k}: {env}");
     }
     assert!(agent["stop_grace_period"].is_string());
-    assert!(agent["healthcheck"]["test"].to_string().contains("/healthz"));
+    assert!(agent["healthcheck"]["test"]
+        .to_string()
+        .contains("/healthz"));
     assert!(compose[0]["secrets"]["csm_agent_token"].is_object());
 
     let pod = &parse_yaml(&yaml[1]).unwrap()[0];
     assert_eq!(pod["kind"], "Pod");
-    assert!(pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap() >= 960);
+    assert!(
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap()
+            >= 960
+    );
     let agent = pod["spec"]["containers"]
         .as_array()
         .unwrap()

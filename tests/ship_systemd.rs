@@ -39,7 +39,8 @@ const LOCAL_SCRIPT: &str = "printf '%s' \"${key}\" > ./probe && v=$(cat ./probe)
 code=$(curl -s -o /dev/null -w '%{http_code}' \"${url}\") && secret=\"local:${v}:$(id -un):http-${code}\"";
 
 /// A script that, while `STATE/hold` exists, announces itself and waits for `STATE/go`.
-const HOLD_SCRIPT: &str = "if [ -e /var/lib/csm-agent/hold ]; then : > /var/lib/csm-agent/started; \
+const HOLD_SCRIPT: &str =
+    "if [ -e /var/lib/csm-agent/hold ]; then : > /var/lib/csm-agent/started; \
 while [ ! -e /var/lib/csm-agent/go ]; do sleep 0.05; done; fi; secret=\"held:${key}\"";
 
 /// `systemctl show -p PROP --value csm-agent`.
@@ -143,7 +144,10 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         return skip(NAME, &why);
     }
     if !Path::new("/usr/sbin/sshd").exists() {
-        return skip(NAME, "sshd is missing (scripts/ci-setup-ssh.sh installs it)");
+        return skip(
+            NAME,
+            "sshd is missing (scripts/ci-setup-ssh.sh installs it)",
+        );
     }
     let t0 = Instant::now();
     let work = tempfile::tempdir().unwrap();
@@ -158,7 +162,10 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let src = work.path().join("src");
     std::fs::create_dir(&src).unwrap();
     for d in ["scripts", "systemd", "packaging"] {
-        ok(Command::new("cp").arg("-r").arg(ship::repo().join(d)).arg(&src));
+        ok(Command::new("cp")
+            .arg("-r")
+            .arg(ship::repo().join(d))
+            .arg(&src));
     }
     c.copy_in(&debs, "/ship");
     c.copy_in(&src, "/ship-src");
@@ -198,7 +205,11 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         c.sh_ok("systemctl is-enabled csm-agent.service").trim(),
         "enabled"
     );
-    assert_eq!(prop(c, "ActiveState"), "inactive", "not started before it is configured");
+    assert_eq!(
+        prop(c, "ActiveState"),
+        "inactive",
+        "not started before it is configured"
+    );
     c.sh_ok("ls /usr/share/man/man1/csm-agent-run.1*");
     c.sh_ok("test -s /usr/share/bash-completion/completions/csm-agent");
 
@@ -211,7 +222,10 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         "csm-agent:csm-agent",
     );
     c.sh_ok("systemctl start csm-agent.service");
-    assert_eq!(c.sh_ok("systemctl is-active csm-agent.service").trim(), "active");
+    assert_eq!(
+        c.sh_ok("systemctl is-active csm-agent.service").trim(),
+        "active"
+    );
     assert_eq!(prop(c, "Type"), "notify");
     assert_eq!(prop(c, "WatchdogUSec"), "30s");
     let first_ping = prop(c, "WatchdogTimestampMonotonic");
@@ -227,7 +241,10 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let remote = ssh_secret(&f, &sshd);
     let want = format!("ssh:remote-value-91c2:{}", sshd.user());
     assert_eq!(f.resolve(&remote).expect("the SSH secret resolves"), want);
-    eprintln!("[{:?}] local and SSH tasks returned their values", t0.elapsed());
+    eprintln!(
+        "[{:?}] local and SSH tasks returned their values",
+        t0.elapsed()
+    );
 
     // ---- the watchdog: systemd records the agent's WATCHDOG=1 pings (every 15 s).
     poll("a watchdog ping", Duration::from_secs(40), || {
@@ -238,19 +255,29 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let pid = prop(c, "MainPID");
     let restarts: u32 = prop(c, "NRestarts").parse().unwrap();
     c.sh_ok("systemctl kill -s KILL csm-agent.service");
-    poll("systemd to restart the killed agent", Duration::from_secs(60), || {
-        let n: u32 = prop(c, "NRestarts").parse().unwrap_or(0);
-        (n == restarts + 1 && prop(c, "ActiveState") == "active" && prop(c, "MainPID") != pid)
-            .then_some(())
-    });
+    poll(
+        "systemd to restart the killed agent",
+        Duration::from_secs(60),
+        || {
+            let n: u32 = prop(c, "NRestarts").parse().unwrap_or(0);
+            (n == restarts + 1 && prop(c, "ActiveState") == "active" && prop(c, "MainPID") != pid)
+                .then_some(())
+        },
+    );
     wait_connected(f.health_port, "the restarted agent to reconnect");
-    assert_eq!(f.resolve(&local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
+    assert_eq!(
+        f.resolve(&local).unwrap(),
+        "local:local-value-7f3a:csm-agent:http-200"
+    );
     eprintln!("[{:?}] killed, restarted, reconnected", t0.elapsed());
 
     // ---- the live exposure, as systemd itself computes it for the loaded unit.
-    let exposure = live_exposure(c);
+    let exposure = live_exposure(c, "csm-agent.service");
     eprintln!("live systemd-analyze security csm-agent.service: {exposure}");
     assert!(exposure <= 2.0, "live exposure {exposure} > 2.0");
+
+    // ---- the manager's unit runs under its own hardening too.
+    let manager_key = manager_unit(&f);
 
     // ---- systemctl stop during a task: it drains, the result arrives, exit status 0.
     drain_on_stop(&f);
@@ -258,7 +285,10 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
 
     // ---- the journal: no value, token, key or API key anywhere.
     let journal = c.sh_ok("journalctl --no-pager -o cat 2>&1");
-    assert!(journal.contains("csm-agent"), "the journal has the agent's lines");
+    assert!(
+        journal.contains("csm-agent"),
+        "the journal has the agent's lines"
+    );
     let key = sshd.client_key(KeyKind::Ed25519).private_pem.clone();
     let key_line = key.lines().nth(1).unwrap().to_string();
     let secrets = [
@@ -267,10 +297,11 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         "held:drain-value",
         f.cp.agent_token.as_str(),
         f.cp.api_key.as_str(),
+        manager_key.as_str(),
         key_line.as_str(),
     ];
     assert_no_secret("the container's journal", &journal, &secrets);
-    assert_no_secret("the manager's log", &f.cp.log_text(), &secrets[3..]);
+    assert_no_secret("the manager's log", &f.cp.log_text(), &secrets[3..5]);
 
     // ---- upgrade: the running agent is restarted on the new binary; config is kept.
     c.sh_ok("systemctl start csm-agent.service");
@@ -284,12 +315,18 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let new_pid = wait_active(c, "the agent to run after the upgrade");
     assert_ne!(new_pid, pid, "the upgrade restarted the running agent");
     assert!(
-        !c.sh_ok(&format!("readlink /proc/{new_pid}/exe")).contains("deleted"),
+        !c.sh_ok(&format!("readlink /proc/{new_pid}/exe"))
+            .contains("deleted"),
         "the agent runs the new binary"
     );
-    assert!(c.sh_ok("cat /etc/csm-agent/agent.toml").contains(&f.cp.base));
+    assert!(c
+        .sh_ok("cat /etc/csm-agent/agent.toml")
+        .contains(&f.cp.base));
     wait_connected(f.health_port, "the upgraded agent to reconnect");
-    assert_eq!(f.resolve(&local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
+    assert_eq!(
+        f.resolve(&local).unwrap(),
+        "local:local-value-7f3a:csm-agent:http-200"
+    );
     eprintln!("[{:?}] upgraded", t0.elapsed());
 
     // ---- purge: stopped, and nothing of the package left but the system users.
@@ -302,12 +339,18 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         Some(0)
     );
     c.sh_ok("! pgrep -x csm-agent");
-    c.sh_ok("test ! -e /etc/csm-agent && test ! -e /usr/bin/csm-agent && test ! -e /var/lib/csm-agent");
+    c.sh_ok(
+        "test ! -e /etc/csm-agent && test ! -e /usr/bin/csm-agent && test ! -e /var/lib/csm-agent",
+    );
+    c.sh_ok("test -e /var/lib/csm-manager/master.key"); // the control plane's data stays
     c.sh_ok("test ! -e /usr/lib/systemd/system/csm-agent.service && test ! -e /etc/systemd/system/multi-user.target.wants/csm-agent.service");
     eprintln!("[{:?}] purged", t0.elapsed());
 
     install_script(&f, &v2, &local);
-    eprintln!("[{:?}] install.sh: installed twice, ran, uninstalled", t0.elapsed());
+    eprintln!(
+        "[{:?}] install.sh: installed twice, ran, uninstalled",
+        t0.elapsed()
+    );
 }
 
 /// A template, a manager on the agent with selector `ship`, and a secret; the secret's id.
@@ -383,18 +426,70 @@ fn ssh_secret(f: &Fixture, sshd: &Sshd) -> String {
     })
 }
 
-/// `systemd-analyze security csm-agent.service` in the container; the overall exposure.
-fn live_exposure(c: &Container) -> f64 {
-    let text = c.sh_ok("systemd-analyze security --no-pager csm-agent.service 2>&1");
+/// `systemd-analyze security UNIT` in the container; the overall exposure.
+fn live_exposure(c: &Container, unit: &str) -> f64 {
+    let text = c.sh_ok(&format!("systemd-analyze security --no-pager {unit} 2>&1"));
     let line = text
         .lines()
-        .find(|l| l.contains("Overall exposure level for csm-agent.service"))
+        .find(|l| l.contains(&format!("Overall exposure level for {unit}")))
         .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
     line.split(':')
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the exposure from {line:?}"))
+}
+
+/// Start `csm-manager.service` on a free port with an API key, query its GraphQL API,
+/// measure its live exposure and stop it; the key.
+fn manager_unit(f: &Fixture) -> String {
+    let c = &f.c;
+    let port = podman::free_port();
+    let key = support::agentnet::random_token("ship-unit-admin-key");
+    c.write_file(
+        "/etc/csm-agent/manager.env",
+        format!("CSM_MANAGER_LISTEN=127.0.0.1:{port}\nCSM_MANAGER_OPTS=\n").as_bytes(),
+        "0640",
+        "root:root",
+    );
+    c.write_file(
+        "/etc/csm-agent/api-keys",
+        format!("admin {key}\n").as_bytes(),
+        "0600",
+        "root:root",
+    );
+    c.write_file(
+        "/etc/csm-agent/agent-tokens",
+        support::agentnet::random_token("unused-agent-token").as_bytes(),
+        "0600",
+        "root:root",
+    );
+    c.sh_ok("systemctl start csm-manager.service");
+    poll(
+        "csm-manager.service to listen",
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    let g = Gql::new(&format!("http://127.0.0.1:{port}/graphql"), &key);
+    let t = f.rt.block_on(g.template("unit-probe", "secret=x", &[]));
+    assert!(!t.is_empty());
+    assert_eq!(
+        c.sh_ok("stat -c '%U %a' /var/lib/csm-manager/master.key"),
+        "csm-manager 600\n"
+    );
+    let exposure = live_exposure(c, "csm-manager.service");
+    eprintln!("live systemd-analyze security csm-manager.service: {exposure}");
+    assert!(
+        exposure <= 2.0,
+        "live exposure of the manager {exposure} > 2.0"
+    );
+    c.sh_ok("systemctl stop csm-manager.service");
+    assert_eq!(
+        c.sh_ok("systemctl show -p Result --value csm-manager.service")
+            .trim(),
+        "success"
+    );
+    key
 }
 
 /// Start a task that waits, stop the unit, release the task: its result arrives and the
@@ -405,33 +500,53 @@ fn drain_on_stop(f: &Fixture) {
     let held = f.rt.block_on(async {
         let t = g.template("ship-hold", HOLD_SCRIPT, &["key"]).await;
         let sm = g
-            .manager("ship-hold", &t, json!([{"name": "key", "value": "test"}]), &["ship"], Value::Null)
+            .manager(
+                "ship-hold",
+                &t,
+                json!([{"name": "key", "value": "test"}]),
+                &["ship"],
+                Value::Null,
+            )
             .await;
-        g.param_secret("ship-held", &sm, json!([{"name": "key", "value": "drain-value"}]), Value::Null)
-            .await
+        g.param_secret(
+            "ship-held",
+            &sm,
+            json!([{"name": "key", "value": "drain-value"}]),
+            Value::Null,
+        )
+        .await
     });
-    c.sh_ok(&format!("rm -f {STATE}/started {STATE}/go && touch {STATE}/hold"));
+    c.sh_ok(&format!(
+        "rm -f {STATE}/started {STATE}/go && touch {STATE}/hold"
+    ));
     let pending = f.rt.spawn(async move {
         let r = g
-            .send(RESOLVE, json!({"i": {"secretId": held, "environmentType": "PROD"}}))
+            .send(
+                RESOLVE,
+                json!({"i": {"secretId": held, "environmentType": "PROD"}}),
+            )
             .await;
         r.json
     });
     poll("the held task to start", Duration::from_secs(60), || {
-        c.sh(&format!("test -e {STATE}/started")).status.success().then_some(())
+        c.sh(&format!("test -e {STATE}/started"))
+            .status
+            .success()
+            .then_some(())
     });
     c.sh_ok("systemctl stop --no-block csm-agent.service");
-    poll("the unit to begin stopping", Duration::from_secs(30), || {
-        (prop(c, "ActiveState") == "deactivating").then_some(())
-    });
+    poll(
+        "the unit to begin stopping",
+        Duration::from_secs(30),
+        || (prop(c, "ActiveState") == "deactivating").then_some(()),
+    );
     let h = health(f.health_port).expect("the draining agent still answers /healthz");
     assert_eq!(h["inFlight"], 1, "{h}");
     c.sh_ok(&format!("touch {STATE}/go"));
-    let reply = f
-        .rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), pending).await })
-        .expect("the drained result arrives")
-        .unwrap();
+    let reply =
+        f.rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), pending).await })
+            .expect("the drained result arrives")
+            .unwrap();
     assert_eq!(
         reply["data"]["resolveSecret"]["value"], "held:drain-value",
         "{reply}"
@@ -456,18 +571,30 @@ fn install_script(f: &Fixture, deb: &str, local: &str) {
         "root:csm-agent 750\nroot:csm-agent 640\nroot:root 600\nroot:root 755\n"
     );
     c.sh_ok("test -s /usr/local/share/man/man1/csm-agent-run.1 && test -s /usr/local/share/bash-completion/completions/csm-agent");
-    assert_eq!(c.sh_ok("systemctl is-enabled csm-agent.service").trim(), "enabled");
+    assert_eq!(
+        c.sh_ok("systemctl is-enabled csm-agent.service").trim(),
+        "enabled"
+    );
     f.configure();
     let before = c.sh_ok("md5sum /etc/csm-agent/agent.toml /etc/csm-agent/token");
     // Again, now starting it: the configuration and token survive.
     c.sh_ok("systemctl reset-failed csm-agent.service || true");
     c.sh_ok(&format!("{install} --now 2>&1"));
-    assert_eq!(c.sh_ok("md5sum /etc/csm-agent/agent.toml /etc/csm-agent/token"), before);
+    assert_eq!(
+        c.sh_ok("md5sum /etc/csm-agent/agent.toml /etc/csm-agent/token"),
+        before
+    );
     wait_active(c, "the agent installed by install.sh to start");
     assert!(prop(c, "FragmentPath").starts_with("/etc/systemd/system/"));
-    wait_connected(f.health_port, "the agent installed by install.sh to connect");
-    assert_eq!(f.resolve(local).unwrap(), "local:local-value-7f3a:csm-agent:http-200");
-    assert!(live_exposure(c) <= 2.0);
+    wait_connected(
+        f.health_port,
+        "the agent installed by install.sh to connect",
+    );
+    assert_eq!(
+        f.resolve(local).unwrap(),
+        "local:local-value-7f3a:csm-agent:http-200"
+    );
+    assert!(live_exposure(c, "csm-agent.service") <= 2.0);
 
     c.sh_ok("/ship-src/scripts/install.sh --uninstall 2>&1");
     c.sh_ok("! pgrep -x csm-agent && test ! -e /usr/local/bin/csm-agent && test ! -e /etc/systemd/system/csm-agent.service");

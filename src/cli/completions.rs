@@ -42,7 +42,9 @@ pub struct ManArgs {
 
 /// The command line as clap sees it, named as installed.
 fn command() -> clap::Command {
-    super::Cli::command().name("csm-agent").bin_name("csm-agent")
+    super::Cli::command()
+        .name("csm-agent")
+        .bin_name("csm-agent")
 }
 
 /// Run `csm-agent completions`; returns the exit status.

@@ -124,10 +124,7 @@ fn raw_file(file: Option<&Path>, env: Env) -> (Option<PathBuf>, toml::Table) {
         .or_else(|| env("CSM_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_FILE));
     match std::fs::read_to_string(&path) {
-        Ok(text) => (
-            Some(path),
-            text.parse::<toml::Table>().unwrap_or_default(),
-        ),
+        Ok(text) => (Some(path), text.parse::<toml::Table>().unwrap_or_default()),
         Err(_) => (None, toml::Table::new()),
     }
 }
@@ -196,11 +193,13 @@ pub fn check(file: Option<&Path>, env: Env) -> Result<String, ConfigError> {
         file: table,
     };
 
-    d.text.push_str("# csm-agent: the effective configuration\n");
+    d.text
+        .push_str("# csm-agent: the effective configuration\n");
     match &path {
-        Some(p) => d
-            .text
-            .push_str(&format!("# from {}, then the CSM_* environment\n", p.display())),
+        Some(p) => d.text.push_str(&format!(
+            "# from {}, then the CSM_* environment\n",
+            p.display()
+        )),
         None => d
             .text
             .push_str("# from the CSM_* environment (no configuration file)\n"),
@@ -367,10 +366,7 @@ pub fn check(file: Option<&Path>, env: Env) -> Result<String, ConfigError> {
     d.line(
         "max_timeout_secs",
         &p.max_timeout.as_secs().to_string(),
-        &format!(
-            "{src}; a drain ends within {} s",
-            a.drain_timeout.as_secs()
-        ),
+        &format!("{src}; a drain ends within {} s", a.drain_timeout.as_secs()),
     );
     let digests: Vec<String> = p
         .pinned_templates
@@ -390,7 +386,11 @@ pub fn check(file: Option<&Path>, env: Env) -> Result<String, ConfigError> {
     d.line("pinned_templates", &toml_list(&digests), &note);
 
     d.section("reconnect");
-    let src = d.source(env, Some("CSM_RECONNECT_INITIAL_MS"), "reconnect.initial_ms");
+    let src = d.source(
+        env,
+        Some("CSM_RECONNECT_INITIAL_MS"),
+        "reconnect.initial_ms",
+    );
     d.line(
         "initial_ms",
         &a.backoff.initial.as_millis().to_string(),

@@ -93,7 +93,11 @@ pub fn poll<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>)
 /// mmdebstrap (`includes`, comma-separated) and import it under that name. A file lock
 /// keeps two test processes from building images at once.
 pub fn ensure_image(name: &str, includes: &str) {
-    let exists = |n: &str| output(podman().args(["image", "exists", n])).status.success();
+    let exists = |n: &str| {
+        output(podman().args(["image", "exists", n]))
+            .status
+            .success()
+    };
     if exists(name) {
         return;
     }
@@ -154,11 +158,15 @@ impl Container {
     pub fn boot_systemd(prefix: &str, image: &str) -> Container {
         let name = Self::unique_name(prefix);
         let c = Self::run(&name, &["--systemd=always", image, "/sbin/init"]);
-        poll("systemd to finish booting", Duration::from_secs(120), || {
-            let out = output(&mut c.exec_cmd(&["systemctl", "is-system-running"]));
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            matches!(state.as_str(), "running" | "degraded").then_some(())
-        });
+        poll(
+            "systemd to finish booting",
+            Duration::from_secs(120),
+            || {
+                let out = output(&mut c.exec_cmd(&["systemctl", "is-system-running"]));
+                let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                matches!(state.as_str(), "running" | "degraded").then_some(())
+            },
+        );
         c
     }
 
