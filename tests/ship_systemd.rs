@@ -86,7 +86,7 @@ fn build_debs(out: &Path) -> (String, String) {
         let path = ok(Command::new(ship::repo().join("scripts/build-deb.sh"))
             .args(["--binary"])
             .arg(ship::binary())
-            .args(["--deb-version", v, "--output"])
+            .args(["--fast", "--deb-version", v, "--output"])
             .arg(out));
         let path = path.trim().to_string();
         assert!(Path::new(&path).is_file(), "no package at {path}");

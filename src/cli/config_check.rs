@@ -9,8 +9,7 @@
 //! directory already holds one.
 //!
 //! `defaults` prints every key with its default, commented out: a starting point for
-//! `/etc/csm-agent/agent.toml`, and the list that `tests/config_doc.rs` holds
-//! `docs/configuration.md` to.
+//! `/etc/csm-agent/agent.toml`. `tests/cli_ship.rs` runs both on the real binary.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
