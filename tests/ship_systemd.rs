@@ -30,7 +30,6 @@ use support::ship::{self, HostManager};
 use support::skip::skip;
 use support::sshd::{KeyKind, Sshd};
 
-const IMAGE: &str = "localhost/csm-ship-systemd:bookworm";
 const STATE: &str = "/var/lib/csm-agent";
 
 /// A local script: writes and reads back a file in commandPath, opens a TCP connection to
@@ -156,9 +155,11 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let (v1, v2) = build_debs(&debs);
     eprintln!("[{:?}] packages built: {v1}, {v2}", t0.elapsed());
 
-    podman::ensure_image(IMAGE, podman::SYSTEMD_INCLUDES);
-    let c = Container::boot_systemd("csm-ship-systemd", IMAGE);
-    // The packages and install.sh's inputs, read-only.
+    // Tagged by its package list, so that a changed list builds a new image.
+    let image = podman::image_name("localhost/csm-ship-systemd", podman::SYSTEMD_INCLUDES);
+    podman::ensure_image(&image, podman::SYSTEMD_INCLUDES);
+    let c = Container::boot_systemd("csm-ship-systemd", &image);
+    // The packages, and install.sh with the files it installs, copied in.
     let src = work.path().join("src");
     std::fs::create_dir(&src).unwrap();
     for d in ["scripts", "systemd", "packaging"] {

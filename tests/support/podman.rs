@@ -89,6 +89,15 @@ pub fn poll<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>)
     }
 }
 
+/// `REPO:bookworm-HASH`, HASH a digest of `includes`: an image name that changes with the
+/// package list, so that a cached image is never one built from an older list.
+pub fn image_name(repo: &str, includes: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(includes.as_bytes());
+    let hex: String = d[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{repo}:bookworm-{hex}")
+}
+
 /// Make sure the image `name` exists: reuse it, or build a Debian 12 root filesystem with
 /// mmdebstrap (`includes`, comma-separated) and import it under that name. A file lock
 /// keeps two test processes from building images at once.
