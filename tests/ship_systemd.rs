@@ -33,9 +33,17 @@ use support::sshd::{KeyKind, Sshd};
 const STATE: &str = "/var/lib/csm-agent";
 
 /// A local script: writes and reads back a file in commandPath, opens a TCP connection to
-/// the manager, and reports who it ran as.
-const LOCAL_SCRIPT: &str = "printf '%s' \"${key}\" > ./probe && v=$(cat ./probe) && rm -f ./probe && \
-code=$(curl -s -o /dev/null -w '%{http_code}' \"${url}\") && secret=\"local:${v}:$(id -un):http-${code}\"";
+/// the manager, and reports who it ran as and the sandbox it ran in (no new privileges, a
+/// seccomp filter, an empty capability bounding set).
+const LOCAL_SCRIPT: &str =
+    "printf '%s' \"${key}\" > ./probe && v=$(cat ./probe) && rm -f ./probe && \
+code=$(curl -s -o /dev/null -w '%{http_code}' \"${url}\") && \
+box=$(awk '/^(NoNewPrivs|Seccomp|CapBnd):/ { printf \"%s%s,\", $1, $2 }' /proc/self/status) && \
+secret=\"local:${v}:$(id -un):http-${code}:${box}\"";
+
+/// What [`LOCAL_SCRIPT`] returns under the unit.
+const LOCAL_WANT: &str =
+    "local:local-value-7f3a:csm-agent:http-200:CapBnd:0000000000000000,NoNewPrivs:1,Seccomp:2,";
 
 /// A script that, while `STATE/hold` exists, announces itself and waits for `STATE/go`.
 const HOLD_SCRIPT: &str =
@@ -117,7 +125,7 @@ impl Fixture {
         let toml = format!(
             "manager = \"{}\"\ntoken_file = \"/etc/csm-agent/token\"\nname = \"ship-systemd\"\n\
              selectors = [\"ship\"]\nmetrics_listen = \"127.0.0.1:{}\"\n\n[policy]\n\
-             ssh_hosts = [\"127.0.0.1\"]\ncommand_path_prefixes = [\"/tmp\", \"{STATE}\"]\n",
+             ssh_hosts = [\"127.0.0.1\"]\ncommand_path_prefixes = [\"/tmp\", \"/run/csm-agent\", \"{STATE}\"]\n",
             self.cp.base, self.health_port
         );
         self.c.write_file(
@@ -233,10 +241,16 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     wait_connected(f.health_port, "the agent to connect to the manager");
     eprintln!("[{:?}] the agent is active and connected", t0.elapsed());
 
-    // ---- a local script under the full hardening.
-    let local = local_secret(&f);
+    // ---- a local script under the full hardening, in /tmp (PrivateTmp) and in the
+    // RuntimeDirectory.
+    let local = local_secret(&f, "ship-local", "/tmp");
     let got = f.resolve(&local).expect("the local secret resolves");
-    assert_eq!(got, "local:local-value-7f3a:csm-agent:http-200");
+    assert_eq!(got, LOCAL_WANT);
+    let in_run = local_secret(&f, "ship-local-run", "/run/csm-agent");
+    assert_eq!(
+        f.resolve(&in_run).expect("commandPath /run/csm-agent"),
+        LOCAL_WANT
+    );
 
     // ---- an SSH task: key from the control plane, host key from ~/.ssh/known_hosts.
     let remote = ssh_secret(&f, &sshd);
@@ -266,10 +280,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         },
     );
     wait_connected(f.health_port, "the restarted agent to reconnect");
-    assert_eq!(
-        f.resolve(&local).unwrap(),
-        "local:local-value-7f3a:csm-agent:http-200"
-    );
+    assert_eq!(f.resolve(&local).unwrap(), LOCAL_WANT);
     eprintln!("[{:?}] killed, restarted, reconnected", t0.elapsed());
 
     // ---- the live exposure, as systemd itself computes it for the loaded unit.
@@ -324,10 +335,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         .sh_ok("cat /etc/csm-agent/agent.toml")
         .contains(&f.cp.base));
     wait_connected(f.health_port, "the upgraded agent to reconnect");
-    assert_eq!(
-        f.resolve(&local).unwrap(),
-        "local:local-value-7f3a:csm-agent:http-200"
-    );
+    assert_eq!(f.resolve(&local).unwrap(), LOCAL_WANT);
     eprintln!("[{:?}] upgraded", t0.elapsed());
 
     // ---- purge: stopped, and nothing of the package left but the system users.
@@ -354,27 +362,28 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     );
 }
 
-/// A template, a manager on the agent with selector `ship`, and a secret; the secret's id.
-fn local_secret(f: &Fixture) -> String {
+/// A template, a manager `name` on the agent with selector `ship` running in `dir`, and a
+/// secret; the secret's id.
+fn local_secret(f: &Fixture, name: &str, dir: &str) -> String {
     let url = format!("{}/graphql", f.cp.base);
     let g = &f.g;
     f.rt.block_on(async {
-        let t = g.template("ship-local", LOCAL_SCRIPT, &["key", "url"]).await;
+        let t = g.template(name, LOCAL_SCRIPT, &["key", "url"]).await;
         let sm = g
             .ok(
                 CREATE_SM,
                 json!({"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {
-                    "name": "ship-local", "templateId": t, "delegateSelectors": ["ship"],
+                    "name": name, "templateId": t, "delegateSelectors": ["ship"],
                     "testVariables": [{"name": "key", "value": "test"}, {"name": "url", "value": url}],
                     "executeOnDelegate": true, "isConnectorTemplatized": false,
-                    "commandPath": "/tmp"}}}),
+                    "commandPath": dir}}}),
             )
             .await["createSecretManager"]["secretManager"]["id"]
             .as_str()
             .unwrap()
             .to_string();
         g.param_secret(
-            "ship-local-secret",
+            &format!("{name}-secret"),
             &sm,
             json!([{"name": "key", "value": "local-value-7f3a"}, {"name": "url", "value": url}]),
             Value::Null,
@@ -591,10 +600,7 @@ fn install_script(f: &Fixture, deb: &str, local: &str) {
         f.health_port,
         "the agent installed by install.sh to connect",
     );
-    assert_eq!(
-        f.resolve(local).unwrap(),
-        "local:local-value-7f3a:csm-agent:http-200"
-    );
+    assert_eq!(f.resolve(local).unwrap(), LOCAL_WANT);
     assert!(live_exposure(c, "csm-agent.service") <= 2.0);
 
     c.sh_ok("/ship-src/scripts/install.sh --uninstall 2>&1");
