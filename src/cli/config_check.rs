@@ -514,17 +514,13 @@ mod tests {
             "CSM_TOKEN_FILE",
             dir.path().join("token").display().to_string(),
         );
-        env.insert(
-            "CSM_CONFIG",
-            dir.path().join("missing.toml").display().to_string(),
-        );
-        let e = check(None, &env_of(&env)).unwrap_err();
+        // An explicitly named configuration file must exist: an empty one stands for none.
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        let e = check(Some(&empty), &env_of(&env)).unwrap_err();
         assert_eq!(e.key, "CSM_TOKEN_FILE");
         // With a token from the environment, the value is still never printed.
         env.remove("CSM_TOKEN_FILE");
-        env.remove("CSM_CONFIG");
-        let empty = dir.path().join("empty.toml");
-        std::fs::write(&empty, "").unwrap();
         env.insert("CSM_TOKEN", "tok-from-env-123".to_string());
         let out = check(Some(&empty), &env_of(&env)).unwrap();
         assert!(!out.contains("tok-from-env-123"), "{out}");
