@@ -278,7 +278,12 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     assert_no_secret(
         "the manager's log",
         &cp.log_text(),
-        &[&cp.agent_token, &cp.api_key],
+        &[
+            "sidecar-value-5d1e",
+            "drain-value-0b7c",
+            &cp.agent_token,
+            &cp.api_key,
+        ],
     );
     eprintln!("[{:?}] drained on podman stop; logs clean", t0.elapsed());
 }

@@ -125,7 +125,7 @@ impl Fixture {
         let toml = format!(
             "manager = \"{}\"\ntoken_file = \"/etc/csm-agent/token\"\nname = \"ship-systemd\"\n\
              selectors = [\"ship\"]\nmetrics_listen = \"127.0.0.1:{}\"\n\n[policy]\n\
-             ssh_hosts = [\"127.0.0.1\"]\ncommand_path_prefixes = [\"/tmp\", \"/run/csm-agent\", \"{STATE}\"]\n",
+             ssh_hosts = [\"127.0.0.1\"]\nssh_key_file_prefixes = [\"/etc/csm-agent/ssh\"]\ncommand_path_prefixes = [\"/tmp\", \"/run/csm-agent\", \"{STATE}\"]\n",
             self.cp.base, self.health_port
         );
         self.c.write_file(
@@ -253,9 +253,27 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     );
 
     // ---- an SSH task: key from the control plane, host key from ~/.ssh/known_hosts.
-    let remote = ssh_secret(&f, &sshd);
+    let inline = json!({"sshCredentialType": "SSH_KEY", "inlineSSHKey": {"sshKeySecretFileId": "KEY_SECRET"}});
+    let remote = ssh_secret(&f, &sshd, "ship-ssh", inline, "remote-value-91c2");
     let want = format!("ssh:remote-value-91c2:{}", sshd.user());
     assert_eq!(f.resolve(&remote).expect("the SSH secret resolves"), want);
+    // A key file on the agent's host, readable by the group csm-agent, under
+    // policy.ssh_key_file_prefixes.
+    c.sh_ok("install -d -m 0750 -o root -g csm-agent /etc/csm-agent/ssh");
+    c.write_file(
+        "/etc/csm-agent/ssh/id_ed25519",
+        sshd.client_key(KeyKind::Ed25519).private_pem.as_bytes(),
+        "0640",
+        "root:csm-agent",
+    );
+    let file = json!({"sshCredentialType": "SSH_KEY_FILE_PATH", "sshKeyFile": {"path": "/etc/csm-agent/ssh/id_ed25519"}});
+    let from_file = ssh_secret(&f, &sshd, "ship-ssh-file", file, "file-value-44e0");
+    let want = format!("ssh:file-value-44e0:{}", sshd.user());
+    assert_eq!(
+        f.resolve(&from_file)
+            .expect("the key-file SSH secret resolves"),
+        want
+    );
     eprintln!(
         "[{:?}] local and SSH tasks returned their values",
         t0.elapsed()
@@ -306,6 +324,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
     let secrets = [
         "local-value-7f3a",
         "remote-value-91c2",
+        "file-value-44e0",
         "held:drain-value",
         f.cp.agent_token.as_str(),
         f.cp.api_key.as_str(),
@@ -313,7 +332,7 @@ fn the_hardened_unit_runs_scripts_drains_restarts_and_packages_cleanly_under_sys
         key_line.as_str(),
     ];
     assert_no_secret("the container's journal", &journal, &secrets);
-    assert_no_secret("the manager's log", &f.cp.log_text(), &secrets[3..5]);
+    assert_no_secret("the manager's log", &f.cp.log_text(), &secrets);
 
     // ---- upgrade: the running agent is restarted on the new binary; config is kept.
     c.sh_ok("systemctl start csm-agent.service");
@@ -392,32 +411,39 @@ fn local_secret(f: &Fixture, name: &str, dir: &str) -> String {
     })
 }
 
-/// An SSH manager on the host's sshd; the secret's id.
-fn ssh_secret(f: &Fixture, sshd: &Sshd) -> String {
+/// An SSH manager `name` on the host's sshd, authenticating with `method` (a GraphQL
+/// `sshAuthenticationMethod`; `KEY_SECRET` in it is replaced by the id of a built-in secret
+/// holding the client key), and a secret whose `key` is `value`; the secret's id.
+fn ssh_secret(f: &Fixture, sshd: &Sshd, name: &str, method: Value, value: &str) -> String {
     let g = &f.g;
     let pem = sshd.client_key(KeyKind::Ed25519).private_pem.clone();
     f.rt.block_on(async {
-        let key = g.value_secret("ship-ssh-key", &pem).await;
+        let mut method = method.to_string();
+        if method.contains("KEY_SECRET") {
+            let key = g.value_secret(&format!("{name}-key"), &pem).await;
+            method = method.replace("KEY_SECRET", &key);
+        }
+        let method: Value = serde_json::from_str(&method).unwrap();
         let conn = g
             .ok(
                 CREATE_SECRET,
                 json!({"input": {"secretType": "SSH_CREDENTIAL", "sshCredential": {
-                    "name": "ship-conn", "authenticationScheme": "SSH",
-                    "sshAuthentication": {"userName": sshd.user(), "port": sshd.port(), "sshAuthenticationMethod": {
-                        "sshCredentialType": "SSH_KEY", "inlineSSHKey": {"sshKeySecretFileId": key}}}}}}),
+                    "name": format!("{name}-conn"), "authenticationScheme": "SSH",
+                    "sshAuthentication": {"userName": sshd.user(), "port": sshd.port(),
+                        "sshAuthenticationMethod": method}}}}),
             )
             .await["createSecret"]["secret"]["id"]
             .as_str()
             .unwrap()
             .to_string();
         let t = g
-            .template("ship-ssh", "secret=\"ssh:${key}:$(id -un)\"", &["key"])
+            .template(name, "secret=\"ssh:${key}:$(id -un)\"", &["key"])
             .await;
         let sm = g
             .ok(
                 CREATE_SM,
                 json!({"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {
-                    "name": "ship-ssh", "templateId": t, "delegateSelectors": ["ship"],
+                    "name": name, "templateId": t, "delegateSelectors": ["ship"],
                     "testVariables": [{"name": "key", "value": "test"}],
                     "executeOnDelegate": false, "isConnectorTemplatized": false,
                     "host": "127.0.0.1", "connectorId": conn, "commandPath": "/tmp"}}}),
@@ -427,9 +453,9 @@ fn ssh_secret(f: &Fixture, sshd: &Sshd) -> String {
             .unwrap()
             .to_string();
         g.param_secret(
-            "ship-ssh-secret",
+            &format!("{name}-secret"),
             &sm,
-            json!([{"name": "key", "value": "remote-value-91c2"}]),
+            json!([{"name": "key", "value": value}]),
             Value::Null,
         )
         .await
