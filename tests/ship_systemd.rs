@@ -125,7 +125,7 @@ impl Fixture {
         let toml = format!(
             "manager = \"{}\"\ntoken_file = \"/etc/csm-agent/token\"\nname = \"ship-systemd\"\n\
              selectors = [\"ship\"]\nmetrics_listen = \"127.0.0.1:{}\"\n\n[policy]\n\
-             ssh_hosts = [\"127.0.0.1\"]\nssh_key_file_prefixes = [\"/etc/csm-agent/ssh\"]\ncommand_path_prefixes = [\"/tmp\", \"/run/csm-agent\", \"{STATE}\"]\n",
+             ssh_hosts = [\"127.0.0.1\"]\nssh_key_file_prefixes = [\"/etc/csm-agent/ssh\"]\ncommand_path_prefixes = [\"/tmp\", \"/run/csm-agent\", \"/srv/csm\", \"{STATE}\"]\n",
             self.cp.base, self.health_port
         );
         self.c.write_file(
@@ -595,6 +595,58 @@ fn drain_on_stop(f: &Fixture) {
     c.sh_ok(&format!("rm -f {STATE}/hold {STATE}/started {STATE}/go"));
 }
 
+/// docs/systemd.md's drop-in, for real: a commandPath outside the writable paths fails
+/// under `ProtectSystem=strict` although the agent's user owns it, and works once a drop-in
+/// adds `ReadWritePaths=` for it.
+fn relax_with_a_drop_in(f: &Fixture) {
+    let c = &f.c;
+    c.sh_ok("install -d -m 0700 -o csm-agent -g csm-agent /srv/csm");
+    let url = format!("{}/graphql", f.cp.base);
+    let create = |name: &str| {
+        let g = f.g.clone();
+        let (name, url) = (name.to_string(), url.clone());
+        f.rt.block_on(async move {
+            let t = g.template(&name, LOCAL_SCRIPT, &["key", "url"]).await;
+            g.send(
+                CREATE_SM,
+                json!({"secretManagerInput": {"secretManagerType": "CUSTOM", "customSecretManagerInput": {
+                    "name": name, "templateId": t, "delegateSelectors": ["ship"],
+                    "testVariables": [{"name": "key", "value": "test"}, {"name": "url", "value": url}],
+                    "executeOnDelegate": true, "isConnectorTemplatized": false,
+                    "commandPath": "/srv/csm"}}}),
+            )
+            .await
+            .json
+        })
+    };
+    let refused = create("ship-srv-strict");
+    let e = &refused["errors"][0];
+    assert_eq!(e["extensions"]["code"], "script_failed", "{refused}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Read-only file system"),
+        "a write to /srv/csm fails under ProtectSystem=strict: {refused}"
+    );
+    c.sh_ok("mkdir -p /etc/systemd/system/csm-agent.service.d");
+    c.write_file(
+        "/etc/systemd/system/csm-agent.service.d/override.conf",
+        b"[Service]\nReadWritePaths=/srv/csm\n",
+        "0644",
+        "root:root",
+    );
+    c.sh_ok("systemctl daemon-reload && systemctl restart csm-agent.service");
+    wait_active(c, "the agent to restart with the drop-in");
+    wait_connected(f.health_port, "the agent with the drop-in to connect");
+    let created = create("ship-srv-relaxed");
+    assert!(
+        created["errors"].is_null(),
+        "with ReadWritePaths=/srv/csm the script writes there: {created}"
+    );
+    c.sh_ok("rm -rf /etc/systemd/system/csm-agent.service.d /srv/csm && systemctl daemon-reload");
+}
+
 /// `scripts/install.sh` twice (idempotent), the unit running from it, then `--uninstall`.
 fn install_script(f: &Fixture, deb: &str, local: &str) {
     let c = &f.c;
@@ -628,6 +680,7 @@ fn install_script(f: &Fixture, deb: &str, local: &str) {
     );
     assert_eq!(f.resolve(local).unwrap(), LOCAL_WANT);
     assert!(live_exposure(c, "csm-agent.service") <= 2.0);
+    relax_with_a_drop_in(f);
 
     c.sh_ok("/ship-src/scripts/install.sh --uninstall 2>&1");
     c.sh_ok("! pgrep -x csm-agent && test ! -e /usr/local/bin/csm-agent && test ! -e /etc/systemd/system/csm-agent.service");
