@@ -41,20 +41,6 @@ impl Drop for Image {
     }
 }
 
-/// GET /healthz on the host's loopback; the JSON body of a 200.
-fn health(port: u16) -> Option<Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then_some(())?;
-    serde_json::from_str(body.trim()).ok()
-}
-
 #[test]
 fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains() {
     const NAME: &str = "ship_sidecar";
@@ -152,7 +138,7 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
         "the root filesystem is read-only"
     );
     poll("the sidecar to connect", Duration::from_secs(60), || {
-        health(port).filter(|h| h["connection"] == "connected")
+        ship::health(port).filter(|h| h["connection"] == "connected")
     });
     eprintln!("[{:?}] the sidecar is connected", t0.elapsed());
 
@@ -234,10 +220,10 @@ fn the_sidecar_image_runs_read_only_as_non_root_from_the_environment_and_drains(
     poll(
         "the agent to begin draining",
         Duration::from_secs(30),
-        || c.logs().contains("draining").then_some(()),
+        || ship::draining(port).then_some(()),
     );
     assert!(
-        health(port).is_some_and(|h| h["inFlight"] == 1),
+        ship::health(port).is_some_and(|h| h["inFlight"] == 1),
         "the draining agent still runs the task"
     );
     std::fs::write(ctl.join("go"), "").unwrap();

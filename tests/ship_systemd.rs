@@ -57,24 +57,10 @@ fn prop(c: &Container, p: &str) -> String {
         .to_string()
 }
 
-/// GET `http://127.0.0.1:PORT/healthz`; the JSON body, if it answered 200.
-fn health(port: u16) -> Option<Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then_some(())?;
-    serde_json::from_str(body.trim()).ok()
-}
-
 /// Wait until the agent behind `port` says it is connected.
 fn wait_connected(port: u16, what: &str) {
     poll(what, Duration::from_secs(60), || {
-        health(port).filter(|h| h["connection"] == "connected")
+        ship::health(port).filter(|h| h["connection"] == "connected")
     });
 }
 
@@ -576,7 +562,12 @@ fn drain_on_stop(f: &Fixture) {
         Duration::from_secs(30),
         || (prop(c, "ActiveState") == "deactivating").then_some(()),
     );
-    let h = health(f.health_port).expect("the draining agent still answers /healthz");
+    poll(
+        "the agent to report its drain",
+        Duration::from_secs(30),
+        || ship::draining(f.health_port).then_some(()),
+    );
+    let h = ship::health(f.health_port).expect("the draining agent still answers /healthz");
     assert_eq!(h["inFlight"], 1, "{h}");
     c.sh_ok(&format!("touch {STATE}/go"));
     let reply =

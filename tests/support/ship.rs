@@ -87,6 +87,31 @@ impl Drop for HostManager {
     }
 }
 
+/// GET `http://127.0.0.1:PORT{path}`; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The agent's `/healthz` on `port`, parsed.
+pub fn health(port: u16) -> Option<serde_json::Value> {
+    serde_json::from_str(http_get(port, "/healthz")?.trim()).ok()
+}
+
+/// Whether the agent on `port` reports a drain in progress (`csm_agent_draining 1`).
+pub fn draining(port: u16) -> bool {
+    http_get(port, "/metrics")
+        .is_some_and(|m| m.lines().any(|l| l.trim() == "csm_agent_draining 1"))
+}
+
 /// Write a file only its owner reads.
 pub fn write_private(path: &Path, text: &str) {
     use std::io::Write;
