@@ -21,6 +21,20 @@ use crate::manager::{self, AgentTokens, ManagerConfig};
 
 /// `csm-agent manager`.
 #[derive(Debug, Args, Clone)]
+#[command(
+    long_about = "Serve the control plane's agent endpoint and dispatch hub: agents connect \
+to /agent/v1/connect with a bearer token from --agent-token-file, and tasks are routed to \
+them by selector and capacity.\n\n\
+It prints `listening on ADDR` on stdout once bound.",
+    after_long_help = "Signals:\n  \
+SIGTERM, SIGINT  close every agent session with 1001 (agents reconnect) and exit\n\n\
+Exit status:\n  \
+0  stopped by a signal\n  \
+2  invalid flags, token file or TLS files\n\n\
+Example:\n  \
+csm-agent manager --listen 0.0.0.0:8443 --data-dir /var/lib/csm-manager \\\n    \
+--agent-token-file /etc/csm-agent/agent-tokens --tls-cert cert.pem --tls-key key.pem"
+)]
 pub struct ManagerArgs {
     /// Address to listen on, e.g. 0.0.0.0:8443 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]

@@ -6,6 +6,8 @@
 //! (`cli/arg_error.rs`).
 
 mod arg_error;
+pub mod completions;
+pub mod config_check;
 pub mod dev;
 mod files;
 pub mod manager;
@@ -21,7 +23,21 @@ pub use test_run::{SshArgs, TestRunArgs};
 
 /// csm-agent: run Custom Secrets Manager scripts safely.
 #[derive(Debug, Parser)]
-#[command(name = "csm-agent", version, about, long_about = None)]
+#[command(
+    name = "csm-agent",
+    version,
+    about,
+    long_about = "csm-agent runs Custom Secrets Manager scripts: bash templates that read a secret \
+from a store and leave it in $secret. Values are bound as data, never pasted into the script; \
+scripts run locally or over SSH with strict host-key checking; logs are masked.\n\n\
+`dev` starts a control plane and a local agent in one process, to try it out; `manager` is \
+the control plane (GraphQL API, encrypted store, agent endpoint); `run` is the long-running \
+agent that takes tasks from a control plane; `test-run` runs one template by hand. `config \
+check` validates an agent configuration; `completions` and `man` print shell completions \
+and manual pages.",
+    after_help = "Documentation: README.md and docs/ (operations.md, configuration.md, \
+security.md, systemd.md, sidecar.md), installed under /usr/share/doc/csm-agent/."
+)]
 pub struct Cli {
     /// Log verbosity for the agent's own diagnostics (never values): error, warn, info, debug.
     #[arg(long, global = true, default_value = "warn", env = "CSM_LOG")]
@@ -42,6 +58,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the agent endpoint and dispatch hub (the control plane's side).
     Manager(manager::ManagerArgs),
+    /// Check the agent's configuration, or print its defaults.
+    Config(config_check::ConfigArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Print or write the manual pages.
+    Man(completions::ManArgs),
     /// The control plane and a local agent in one process, for trying things out.
     Dev(dev::DevArgs),
 }
@@ -65,6 +87,9 @@ pub fn main(cli: Cli) -> i32 {
     match &cli.command {
         Command::Run(a) => return run::main(a, &cli.log),
         Command::Manager(a) => return manager::main(a, &cli.log),
+        Command::Config(a) => return config_check::main(a),
+        Command::Completions(a) => return completions::completions(a),
+        Command::Man(a) => return completions::man(a),
         Command::Dev(a) => return dev::main(a, &cli.log),
         Command::TestRun(_) => {}
     }
@@ -85,9 +110,12 @@ pub fn main(cli: Cli) -> i32 {
                 let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
                 test_run::test_run(args, &mut out, &mut err).await
             }
-            Command::Run(_) | Command::Manager(_) | Command::Dev(_) => {
-                unreachable!("dispatched above")
-            }
+            Command::Run(_)
+            | Command::Manager(_)
+            | Command::Dev(_)
+            | Command::Config(_)
+            | Command::Completions(_)
+            | Command::Man(_) => unreachable!("dispatched above"),
         }
     })
 }

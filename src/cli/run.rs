@@ -21,6 +21,37 @@ use crate::exec::local::EnvPolicy;
 /// `csm-agent run`. The token is never a flag: use `--token-file`, `CSM_TOKEN_FILE` or
 /// `CSM_TOKEN`.
 #[derive(Debug, Args, Clone)]
+#[command(
+    long_about = "Run the agent: connect to the manager over a WebSocket, take tasks, run their \
+scripts locally or over SSH within the local policy, and return the results.\n\n\
+Configuration comes from the TOML file, then the CSM_* environment, then these flags (each \
+wins over the one before). The token is never a flag. `csm-agent config check` validates a \
+configuration and prints the effective one; docs/configuration.md lists every key.",
+    after_long_help = "Environment:\n  \
+CSM_CONFIG            the configuration file (like --config)\n  \
+CSM_MANAGER           the manager's base URL\n  \
+CSM_TOKEN_FILE        a file holding the token\n  \
+CSM_TOKEN             the token itself (when no token file is given)\n  \
+CSM_NAME, CSM_SELECTORS (comma-separated), CSM_CAPACITY, CSM_STATE_DIR, CSM_AGENT_ID\n  \
+CSM_LOG               log filter (like --log), CSM_LOG_FORMAT (human or json)\n  \
+CSM_METRICS_LISTEN    /healthz and /metrics on a loopback address\n  \
+CSM_MAX_FRAME_BYTES, CSM_CA_FILE, CSM_CLIENT_CERT, CSM_CLIENT_KEY\n  \
+CSM_RECONNECT_INITIAL_MS, CSM_RECONNECT_MAX_MS\n  \
+CSM_POLICY_LOCAL, CSM_POLICY_COMMAND_PATH_PREFIXES, CSM_POLICY_SSH_HOSTS,\n  \
+CSM_POLICY_SSH_KEY_FILE_PREFIXES, CSM_POLICY_MAX_TIMEOUT_SECS, CSM_POLICY_PINNED_TEMPLATES\n\n\
+Signals:\n  \
+SIGTERM               drain: take no new task, finish and deliver the running ones, exit\n  \
+                      (gives up after policy.max_timeout_secs + 30 s)\n  \
+second SIGTERM, SIGINT  cancel the running tasks (their process groups are killed), exit\n\n\
+Exit status:\n  \
+0  every result was delivered\n  \
+1  some results were not delivered\n  \
+2  configuration error\n\n\
+Under systemd (Type=notify) the agent sends READY=1 once started, WATCHDOG=1 every half \
+WatchdogSec, and STOPPING=1 when a drain begins.\n\n\
+Example:\n  \
+CSM_TOKEN_FILE=/etc/csm-agent/token csm-agent run --manager https://cp.example:8443 --selector eu"
+)]
 pub struct RunArgs {
     /// The TOML configuration file [default: /etc/csm-agent/agent.toml, if it exists].
     #[arg(long, value_name = "FILE")]

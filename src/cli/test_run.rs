@@ -29,6 +29,25 @@ use crate::template::Template;
 
 /// `csm-agent test-run`.
 #[derive(Debug, Args, Clone)]
+#[command(
+    long_about = "Run one template by hand, locally under /bin/bash or over SSH, exactly as the \
+agent runs a task: the same bounds, rendering (values bound as data, never pasted) and \
+masking. Without --reveal no byte of the secret is printed; with it, stdout carries exactly \
+the secret's bytes.",
+    after_long_help = "Exit status:\n  \
+0  ok\n  \
+1  script_failed, empty_secret\n  \
+2  invalid_input, missing_variable, render_error, command_path, unsupported\n  \
+3  timeout\n  \
+4  ssh_connect, ssh_auth, host_key\n  \
+5  cancelled (Ctrl-C)\n\n\
+Examples:\n  \
+csm-agent test-run --template examples/toy-kv.json --input examples/create-input.json \\\n    \
+--command-path examples/store\n  \
+csm-agent test-run --template vault.json --input create.json --reveal --quiet > secret.bin\n  \
+csm-agent test-run --template vault.json --input create.json --host 10.0.0.17 --user deploy \\\n    \
+--identity-file ~/.ssh/deploy_ed25519 --known-hosts ./known_hosts"
+)]
 pub struct TestRunArgs {
     /// The template: a template document (JSON with scriptString) or a plain bash script.
     #[arg(long, value_name = "FILE")]
