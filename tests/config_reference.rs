@@ -478,9 +478,11 @@ fn help_entries(subcommand: &str) -> BTreeMap<String, String> {
                 .to_string();
             entries.insert(flag.clone(), t.to_string());
             current = Some(flag);
-        } else if t.is_empty() || !line.starts_with(' ') {
+        } else if line.is_empty() || !line.starts_with(' ') {
+            // An empty line ends an entry; clap's long help separates an entry's own
+            // paragraphs with indented blank lines.
             current = None;
-        } else if let Some(f) = &current {
+        } else if let Some(f) = current.as_ref().filter(|_| !t.is_empty()) {
             let e = entries.get_mut(f).unwrap();
             e.push(' ');
             e.push_str(t);

@@ -340,3 +340,33 @@ fn placeholders_in_backquotes_with_escapes_are_refused_and_plain_ones_render() {
         assert!(!dir.path().join("PWNED").exists(), "{script}");
     }
 }
+
+/// Two more classes from the 1,000,000-case fuzz run: an extglob group holding a placeholder
+/// inside `$(…)` (bash 5.2 re-reads that text), and a value holding bash's internal quoting
+/// bytes (0x01, 0x7f) in a here-document inside `$(…)` or `<(…)`, which bash 5.2 mangles.
+#[test]
+fn extglob_groups_in_substitutions_and_quoting_bytes_in_nested_heredocs_are_refused() {
+    let e =
+        Template::from_script("x=\"$( case $'${v}\\n' in @($'${v}\\n'|q)) printf 1;; esac\n)\"")
+            .render(&vars(b"x"), &Variables::new())
+            .unwrap_err();
+    assert!(e.to_string().contains("extglob"), "{e}");
+    let t = Template::from_script("x=$(cat <<E\n${v}\nE\n)\nprintf %s \"$x\" > out");
+    for bad in [&b"\x01\xf0\x01"[..], b"a\x7fb"] {
+        let e = t.render(&vars(bad), &Variables::new()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::RenderError), "{e}");
+        assert!(e.to_string().contains("0x01 or 0x7f"), "{e}");
+    }
+    // The same here-document takes any other value exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";
+    let r = t
+        .render(&vars(value.as_bytes()), &Variables::new())
+        .unwrap();
+    run_bash(dir.path(), r.expose_bytes());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        value
+    );
+    assert!(!dir.path().join("PWNED").exists());
+}

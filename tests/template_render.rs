@@ -447,14 +447,14 @@ fn inside_command_substitutions_and_backquotes() {
     for script in cases {
         assert_eq!(output(script, NASTY), NASTY, "{script}");
     }
-    // Nested backquotes are read as bash reads them.
-    assert_eq!(
-        output(
-            "r=`printf '%s' \"\\`printf '%s.' ${key}\\`\"`; printf '%s' \"${r%.}\"",
-            NASTY
-        ),
-        NASTY
-    );
+    // A placeholder in nested backquotes is refused: bash un-escapes their text before it
+    // parses it, and the fuzzer found spliced references read at the wrong level there.
+    let e = render(
+        "r=`printf '%s' \"\\`printf '%s.' ${key}\\`\"`; printf '%s' \"${r%.}\"",
+        &[("key", NASTY)],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("backslash escapes"), "{e}");
     // Constructs bash reads in ways the renderer does not vouch for are refused:
     // a placeholder escaped inside backquotes, `$((…) …)`.
     for script in [

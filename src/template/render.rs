@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 
 use super::placeholder::{is_ident, Placeholder};
 use super::quote::{single_quote, single_quoted_len};
-use super::syntax::Quoting;
+use super::syntax::{Quoting, ScopeKind};
 use super::verdict::Verdict;
 use super::{Template, TemplateError};
 use crate::secret::{secret_bytes, SecretBytes, Variables};
@@ -185,6 +185,23 @@ pub(super) fn render(
         if value.contains(&0) {
             return Err(TemplateError::NulByte {
                 variable: variable(),
+            });
+        }
+        if site.in_body
+            && value.iter().any(|&c| c == 0x01 || c == 0x7f)
+            && syn
+                .chain(site.scope)
+                .iter()
+                .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::ComSub | ScopeKind::ProcSub))
+        {
+            // bash 5.2 drops or doubles its internal quoting bytes (CTLESC, CTLNUL) in the
+            // expansion of a here-document inside `$(…)` or `<(…)` (found by the fuzzer).
+            return Err(TemplateError::NotData {
+                variable: variable(),
+                line: line(),
+                reason: "a value with the bytes 0x01 or 0x7f in a here-document inside $(…) \
+                         or <(…), which bash 5.2 does not expand exactly"
+                    .into(),
             });
         }
         match &an.verdicts[i] {

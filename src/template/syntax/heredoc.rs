@@ -240,6 +240,7 @@ impl Parser<'_, '_> {
         // bash expands the body after reading it whole: substitutions in it are parsed then,
         // on their own, with no here-document pending.
         sub.outer_pending = false;
+        sub.in_body = true;
         let mut sink = None;
         while let Some(c) = sub.peek() {
             if sub.failed() {

@@ -184,6 +184,8 @@ pub(crate) struct Site {
     pub scope: ScopeId,
     /// The quoted here-document (index into [`Syntax::heredocs`]) whose body holds it.
     pub heredoc: Option<usize>,
+    /// Whether it is in a here-document's body, quoted or not.
+    pub in_body: bool,
 }
 
 /// How a variable is referenced.
@@ -388,6 +390,7 @@ pub(crate) fn parse(script: &[u8]) -> Syntax {
                         quoting: Quoting::Unquoted,
                         scope: ROOT,
                         heredoc: None,
+                        in_body: false,
                     });
                     i = e;
                     continue;
@@ -438,6 +441,8 @@ pub(crate) struct Parser<'s, 'o> {
     /// An enclosing parser level has here-documents pending: a newline token here would
     /// make bash read their bodies at a place this parser cannot vouch for.
     outer_pending: bool,
+    /// Reading an unquoted here-document body.
+    pub(crate) in_body: bool,
     /// Inside `$(…)`: a here-document operator was read in this substitution. bash 5.2
     /// re-prints a substitution's commands before running them, and after a command that
     /// holds a here-document the printer can lose the next separator (`fi; x=1` becomes
@@ -462,6 +467,7 @@ impl<'s, 'o> Parser<'s, 'o> {
             depth,
             pending: Vec::new(),
             outer_pending: false,
+            in_body: false,
             subst_heredoc: false,
         }
     }
@@ -570,6 +576,7 @@ impl<'s, 'o> Parser<'s, 'o> {
             quoting,
             scope,
             heredoc,
+            in_body: self.in_body || heredoc.is_some(),
         });
     }
 

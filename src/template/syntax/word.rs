@@ -884,8 +884,14 @@ impl Parser<'_, '_> {
         if !self.enter() {
             return Found::default();
         }
+        let sites = self.out.sites.len();
         let f = self.extglob_inner(scope);
         self.leave();
+        if self.level == Level::Subst && self.out.sites.len() > sites {
+            // bash 5.2 re-reads the text of `$(…)`, and reads an extglob group holding a
+            // spliced reference differently there (found by the fuzzer).
+            self.distrust("a placeholder in an extglob group inside $(…)");
+        }
         f
     }
 
