@@ -305,6 +305,11 @@ const RELAY: &str = r#"__csm_relay() {
   # EOF while the main shell lives: it `exec`ed another program, which cannot report but may
   # run on, as it always could, until it ends or the deadline.
   while (( s == 1 )) && kill -0 "$$"; do
+    # A zombie has ended (sshd has yet to reap it): no need to wait for that.
+    f=
+    if exec {f}<"/proc/$$/stat" && read -r -u "$f" l; then
+      exec {f}<&-; l=${l##*) }; [[ ${l%% *} == Z ]] && break
+    elif [[ $f ]]; then exec {f}<&-; fi
     now=${EPOCHREALTIME//[!0-9]/}
     if (( now >= end )); then s=142; break; fi
     if [[ $z ]]; then read -r -t 0.05 -u "$z" l; else sleep 0.05; fi
