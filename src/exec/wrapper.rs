@@ -304,6 +304,9 @@ const RELAY: &str = r#"__csm_relay() {
   done
   # EOF while the main shell lives: it `exec`ed another program, which cannot report but may
   # run on, as it always could, until it ends or the deadline.
+  # The usual case is a main shell in the middle of exiting: look again after 1 ms, then
+  # back off to 50 ms.
+  local wu=1000
   while (( s == 1 )) && kill -0 "$$"; do
     # A zombie has ended (sshd has yet to reap it): no need to wait for that.
     f=
@@ -312,7 +315,9 @@ const RELAY: &str = r#"__csm_relay() {
     elif [[ $f ]]; then exec {f}<&-; fi
     now=${EPOCHREALTIME//[!0-9]/}
     if (( now >= end )); then s=142; break; fi
-    if [[ $z ]]; then read -r -t 0.05 -u "$z" l; else sleep 0.05; fi
+    printf -v l '0.%06d' "$wu"
+    if [[ $z ]]; then read -r -t "$l" -u "$z" l; else sleep "$l"; fi
+    (( wu = wu * 2 > 50000 ? 50000 : wu * 2 ))
   done
   if (( s > 128 )); then
     kill -TERM -- "-$pg"
