@@ -192,15 +192,9 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
         },
     };
     let temporary = _temp.is_some();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime(None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            return ErrorKind::Internal.exit_code();
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {

@@ -127,15 +127,9 @@ pub fn main(args: &ManagerArgs, log: &str) -> i32 {
         }
     };
     super::run::init_logging(log, format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime(None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            return ErrorKind::Internal.exit_code();
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {

@@ -94,15 +94,9 @@ pub fn main(cli: Cli) -> i32 {
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            return ErrorKind::Internal.exit_code();
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         match &cli.command {
@@ -129,4 +123,17 @@ fn init_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The multi-threaded tokio runtime every command runs on (`workers` threads, or one per
+/// core); a failure is reported on stderr and becomes the exit status.
+pub(crate) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, i32> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error[internal]: cannot start the runtime: {e}");
+        ErrorKind::Internal.exit_code()
+    })
 }

@@ -151,16 +151,9 @@ pub fn main(args: &RunArgs, log: &str) -> i32 {
         }
     };
     init_logging(log, loaded.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime(Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            return ErrorKind::Internal.exit_code();
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let shutdown = Shutdown::default();
