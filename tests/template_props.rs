@@ -43,6 +43,9 @@ fn fragment(brackets: bool) -> BoxedStrategy<Vec<u8>> {
         b"%s",
         b"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
         b"\r",
+        // Bytes bash 5.2 mangles in a here-document inside `$(…)`: often, not by chance.
+        b"\x01",
+        b"\x7f",
     ];
     let bytes = proptest::collection::vec(1u8..=255, 1..6)
         .prop_map(move |mut v| {
@@ -279,13 +282,32 @@ const CONTEXTS: &[(&str, &str, Expect)] = &[
     ),
 ];
 
-fn contexts_script() -> String {
+/// The script of every context `keep` admits, each writing its own `out{i}`.
+fn contexts_script(keep: impl Fn(&str) -> bool) -> String {
     CONTEXTS
         .iter()
         .enumerate()
+        .filter(|(_, (_, s, _))| keep(s))
         .map(|(i, (_, s, _))| s.replace("out", &format!("out{i}")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// bash 5.2 does not expand 0x01 or 0x7f exactly in a here-document body inside `$(…)`
+/// or `<(…)`, so the renderer refuses such a value there (found by the long fuzz run).
+fn has_comsub_heredoc_byte(v: &[u8]) -> bool {
+    v.iter().any(|&b| b == 0x01 || b == 0x7f)
+}
+
+/// Whether `script` puts a here-document inside a command substitution.
+fn heredoc_in_comsub(script: &str) -> bool {
+    script.contains("$(cat <<")
+}
+
+/// The refusal the two functions above predict: not data, for exactly that reason.
+fn is_comsub_heredoc_refusal(e: &TemplateError) -> bool {
+    matches!(e, TemplateError::NotData { variable, reason, .. }
+        if variable == "v" && reason.contains("0x01 or 0x7f in a here-document inside $(…)"))
 }
 
 /// Quoted here-documents: rendering rewrites them as unquoted ones, so the script sees
@@ -447,12 +469,23 @@ proptest! {
     fn every_context_sees_exactly_the_value(raw in value(true)) {
         let case = Case::new();
         let v = case.value(&raw);
-        let t = Template::from_script(contexts_script());
-        let rendered = t.render(&vars(&[("v", &v)]), &vars(&[("s", &v)])).unwrap();
+        let values = (vars(&[("v", &v)]), vars(&[("s", &v)]));
+        // A value the here-document in `$(…)` cannot hold refuses the whole script, and
+        // every other context is then checked without it.
+        let skip = |s: &str| has_comsub_heredoc_byte(&v) && heredoc_in_comsub(s);
+        if has_comsub_heredoc_byte(&v) {
+            let all = Template::from_script(contexts_script(|_| true)).render(&values.0, &values.1);
+            prop_assert!(matches!(&all, Err(e) if is_comsub_heredoc_refusal(e)), "{:?}", all.err());
+        }
+        let t = Template::from_script(contexts_script(|s| !skip(s)));
+        let rendered = t.render(&values.0, &values.1).unwrap();
         let (success, _) = case.run(rendered.expose_bytes());
         prop_assert!(!case.injected(), "a value ran as a command");
         prop_assert!(success);
         for (i, (name, script, expect)) in CONTEXTS.iter().enumerate() {
+            if skip(script) {
+                continue;
+            }
             let got = case.read(&format!("out{i}"));
             prop_assert_eq!(got, expect(&v), "context {}: {}", name, script);
         }
@@ -462,7 +495,7 @@ proptest! {
         prop_assert!(!case.injected(), "a value ran as a command (UTF-8 locale)");
         prop_assert!(success);
         for (i, (name, script, expect)) in CONTEXTS.iter().enumerate() {
-            if !script.contains('%') && !script.contains('#') {
+            if !skip(script) && !script.contains('%') && !script.contains('#') {
                 let got = case.read(&format!("out{i}"));
                 prop_assert_eq!(got, expect(&v), "context {} (UTF-8 locale): {}", name, script);
             }
@@ -477,6 +510,10 @@ proptest! {
         let script = QUOTED_HEREDOCS[which];
         let comsub = script.starts_with("r=");
         let r = Template::from_script(script).render(&vars(&[("v", &v)]), &Variables::new());
+        if comsub && has_comsub_heredoc_byte(&v) {
+            prop_assert!(matches!(&r, Err(e) if is_comsub_heredoc_refusal(e)), "{:?}", r.err());
+            return Ok(());
+        }
         let r = r.map_err(|e| TestCaseError::fail(format!("{e}\n{script}")))?;
         let (success, _) = case.run(r.expose_bytes());
         prop_assert!(!case.injected(), "a value ran as a command");
@@ -541,6 +578,13 @@ proptest! {
             if reason.contains("here-document inside backquotes")
                 || reason.contains("backquotes whose text has backslash escapes")
             {
+                return Ok(());
+            }
+        }
+        // …and a value bash 5.2 would mangle in a here-document inside `$(…)`.
+        if has_comsub_heredoc_byte(&v) && heredoc_in_comsub(&script) {
+            if let Err(e) = &r {
+                prop_assert!(is_comsub_heredoc_refusal(e), "{}\n{}", e, script);
                 return Ok(());
             }
         }
