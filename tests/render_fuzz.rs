@@ -148,7 +148,7 @@ fn runaway_scripts_are_killed_at_the_deadline() {
         .parse()
         .unwrap();
     assert!(
-        exits_within(pid, Duration::from_secs(10)),
+        support::exits_by(pid, std::time::Instant::now() + Duration::from_secs(10)),
         "background job {pid} survived"
     );
 }
@@ -164,27 +164,6 @@ fn scripts_that_close_their_output_still_run_to_the_end() {
     let run = run_bash(script, &dir, false, Duration::from_secs(20));
     assert!(!run.timed_out);
     assert_eq!(dir.read("late").as_deref(), Some(&b"x"[..]));
-}
-
-/// Whether process `pid` (not our child) exits within `limit`: a pidfd becomes readable
-/// when it does, so this waits on the event itself.
-fn exits_within(pid: i32, limit: Duration) -> bool {
-    use nix::libc;
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        // ESRCH: already gone.
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    // SAFETY: the descriptor was just returned to us and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    let ms = nix::poll::PollTimeout::try_from(limit.as_millis() as i32).unwrap();
-    matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
 /// The long run: a million cases, with progress and totals.

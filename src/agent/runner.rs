@@ -91,7 +91,7 @@ impl ExecRunner {
         let _ = getrandom::fill(&mut key);
         ExecRunner {
             executors: task::Executors {
-                local: LocalExecutor::new(env),
+                local: LocalExecutor::new(env).with_spare(),
                 ssh: SshPool::new(SshConfig::default()),
             },
             creds: Arc::new(Mutex::new(CredentialCache {

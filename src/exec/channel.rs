@@ -33,9 +33,10 @@ pub(crate) enum Read<'a> {
     Eof,
 }
 
-/// A socket pair: the agent's end, and the end bash gets (close-on-exec here; the spawn
-/// `dup2`s it into place).
-pub(crate) fn pair() -> std::io::Result<(Channel, OwnedFd)> {
+/// A socket pair: the agent's end (to become a [`Channel`] with [`Channel::new`], on the
+/// runtime that reads it), and the end bash gets (close-on-exec here; the spawn `dup2`s it
+/// into place).
+pub(crate) fn pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -50,20 +51,50 @@ pub(crate) fn pair() -> std::io::Result<(Channel, OwnedFd)> {
         FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
     )?;
     setsockopt(&ours, sockopt::PassCred, &true)?;
-    // SAFETY: an OwnedFd keeps its one descriptor open, unchanged, until it drops with the
-    // AsyncFd.
-    let fd = unsafe { AsyncFd::register_with_interest(ours, tokio::io::Interest::READABLE) }?;
-    Ok((
-        Channel {
-            fd,
-            buf: vec![0u8; 16 * 1024],
-            cmsg: nix::cmsg_space!(UnixCredentials),
-        },
-        theirs,
-    ))
+    Ok((ours, theirs))
+}
+
+/// Block until bash sends the one byte `r` on the agent's end of a [`pair`] (the local
+/// bootstrap's "ready", [`super::wrapper::local_bootstrap`]), for at most `patience`.
+pub(crate) fn await_ready(ours: &OwnedFd, patience: std::time::Duration) -> std::io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let mut b = [0u8; 1];
+        return match nix::sys::socket::recv(ours.as_raw_fd(), &mut b, MsgFlags::empty()) {
+            Ok(1) if b[0] == b'r' => Ok(()),
+            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Err(std::io::ErrorKind::InvalidData.into()),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
 }
 
 impl Channel {
+    /// The agent's end of a [`pair`], registered with the current runtime.
+    pub(crate) fn new(ours: OwnedFd) -> std::io::Result<Channel> {
+        // SAFETY: an OwnedFd keeps its one descriptor open, unchanged, until it drops with
+        // the AsyncFd.
+        let fd = unsafe { AsyncFd::register_with_interest(ours, tokio::io::Interest::READABLE) }?;
+        Ok(Channel {
+            fd,
+            buf: vec![0u8; 16 * 1024],
+            cmsg: nix::cmsg_space!(UnixCredentials),
+        })
+    }
+
     /// The next read, with the sender's pid.
     pub(crate) async fn read(&mut self) -> std::io::Result<Read<'_>> {
         loop {

@@ -10,6 +10,13 @@
 //! environment holds tokens), plus `TMPDIR`, a private directory for this attempt
 //! ([`super::tmpdir`]), and `CSM_AGENT_TASK`, the attempt's marker.
 //!
+//! With [`LocalExecutor::with_spare`] (the agent's choice) the executor keeps one bash
+//! *ready*: started, its session, temporary directory and cgroup made, the wrapper parsed,
+//! and blocked reading its script. The next attempt takes it and pays only for its own
+//! script; a new one is started in the background when an attempt ends. A ready bash holds
+//! no value and no task data. It is killed and its directory removed when the executor
+//! drops, and if the agent dies it finds its stdin at end of file and exits.
+//!
 //! At the deadline the group gets SIGTERM, then SIGKILL after the grace period, while output
 //! keeps being drained ([`super::kill`]). When bash exits, or the attempt is cancelled or
 //! dropped, the group is killed, then the attempt's cgroup if it has one
@@ -19,7 +26,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{killpg, Signal};
@@ -104,6 +111,33 @@ pub struct LocalExecutor {
     tmp_base: Arc<PathBuf>,
     /// The parent of attempts' cgroups, if any.
     cgroup: Option<Arc<PathBuf>>,
+    /// The bash kept ready for the next attempt, when that is on.
+    spare: Option<Arc<Spare>>,
+}
+
+/// The slot for one ready bash, and whether one is being started.
+#[derive(Default)]
+struct Spare {
+    state: Mutex<SpareState>,
+    filled: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SpareState {
+    ready: Option<Ready>,
+    filling: bool,
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spare").finish_non_exhaustive()
+    }
+}
+
+impl Spare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpareState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Default for LocalExecutor {
@@ -137,7 +171,87 @@ impl LocalExecutor {
             env: Arc::new(env),
             tmp_base: Arc::new(tmpdir::base_from(xdg.as_deref())),
             cgroup: cgroup::resolve(&CgroupPolicy::Auto).map(Arc::new),
+            spare: None,
         }
+    }
+
+    /// The same executor keeping one bash ready for the next attempt (see the module
+    /// docs). For a long-running process: a one-shot command would start a bash only to
+    /// kill it.
+    pub fn with_spare(mut self) -> Self {
+        self.spare = Some(Arc::default());
+        self
+    }
+
+    /// Wait until a bash is ready for the next attempt, starting one if none is (a no-op
+    /// without [`Self::with_spare`]). For a caller that wants the first attempt warm too,
+    /// and for benchmarks that must not measure a floor beside a bash starting.
+    pub async fn warm_up(&self) {
+        let Some(spare) = &self.spare else { return };
+        loop {
+            let filled = spare.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            {
+                let st = spare.lock();
+                if st.ready.is_some() {
+                    return;
+                }
+                if !st.filling {
+                    drop(st);
+                    self.refill();
+                }
+            }
+            filled.await;
+        }
+    }
+
+    /// Start a ready bash in the background, unless one is ready or being started.
+    fn refill(&self) {
+        let Some(spare) = &self.spare else { return };
+        {
+            let mut st = spare.lock();
+            if st.ready.is_some() || st.filling {
+                return;
+            }
+            st.filling = true;
+        }
+        let this = self.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            let ready = prepare(&this, true);
+            let spare = this.spare.as_ref().expect("a spare slot");
+            let mut st = spare.lock();
+            st.filling = false;
+            match ready {
+                Ok(r) => st.ready = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a bash ahead of the next attempt")
+                }
+            }
+            drop(st);
+            spare.filled.notify_waiters();
+        });
+        drop(spawned);
+    }
+
+    /// The ready bash, if there is one or one is about to be; `None` means start one now.
+    async fn take_ready(&self) -> Option<Ready> {
+        let spare = self.spare.as_ref()?;
+        let filled = spare.filled.notified();
+        tokio::pin!(filled);
+        filled.as_mut().enable();
+        {
+            let mut st = spare.lock();
+            if let Some(r) = st.ready.take().and_then(Ready::alive) {
+                return Some(r);
+            }
+            if !st.filling {
+                return None;
+            }
+        }
+        // One is starting, and will be ready sooner than a new one would be.
+        filled.await;
+        spare.lock().ready.take().and_then(Ready::alive)
     }
 
     /// The same executor with per-attempt cgroups placed by `policy`.
@@ -168,7 +282,6 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ExecError {
 struct Child {
     pid: Pid,
     reaped: bool,
-    sigchld: tokio::signal::unix::Signal,
     tracked: Option<Tracked>,
 }
 
@@ -179,13 +292,14 @@ impl Child {
         let _ = killpg(self.pid, sig);
     }
 
-    /// Wait for bash to exit and reap it.
-    async fn wait(&mut self) -> Exit {
+    /// Wait for bash to exit and reap it. `sigchld` was created before this is first
+    /// called, and the first check needs no signal, so an exit is never missed.
+    async fn wait(&mut self, sigchld: &mut tokio::signal::unix::Signal) -> Exit {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {
                     // Coalesced signals are fine: every wake re-checks with WNOHANG.
-                    if self.sigchld.recv().await.is_none() {
+                    if sigchld.recv().await.is_none() {
                         return Exit::Unknown;
                     }
                 }
@@ -237,12 +351,83 @@ impl Drop for Child {
     }
 }
 
-/// The agent's ends of the child's pipes and channel.
-struct Pipes {
-    stdin: pipe::Sender,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    channel: Channel,
+/// The agent's ends of the child's pipes and channel, not yet registered with a runtime: a
+/// ready bash is started on a blocking thread, and may serve an attempt on another runtime.
+struct Fds {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    channel: OwnedFd,
+}
+
+/// A bash started ahead of its script: session, temporary directory and cgroup made, the
+/// session line written, the wrapper parsed, blocked reading the script. Dropping it kills
+/// it, then its cgroup, then removes its directory (fields drop in this order).
+struct Ready {
+    child: Child,
+    cgroup: Option<TaskCgroup>,
+    tmp: TempDir,
+    session: Session,
+    fds: Fds,
+}
+
+impl Ready {
+    /// Still waiting for its script (nothing killed it while it waited), or `None`.
+    fn alive(mut self) -> Option<Ready> {
+        match waitpid(self.child.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => Some(self),
+            _ => {
+                self.child.reaped = true;
+                None
+            }
+        }
+    }
+}
+
+/// How long a bash started ahead of its task may take to say it is ready.
+const READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Start a bash for one attempt, up to where it waits for its script. With `wait`, return
+/// only once it has parsed the wrapper and says so (off the async threads: this blocks).
+fn prepare(exec: &LocalExecutor, wait: bool) -> Result<Ready, ExecError> {
+    let session = Session::new();
+    let tmp = TempDir::create(&exec.tmp_base, session.marker())
+        .map_err(io("creating the attempt's temporary directory"))?;
+    let mut cgroup = exec.cgroup.as_deref().and_then(|parent| {
+        TaskCgroup::create(parent, session.marker())
+            .map_err(|e| tracing::warn!(error = %e, "cannot create a cgroup for the attempt"))
+            .ok()
+    });
+    // No sweep may run between the spawn and the registration (inside `spawn_bash`).
+    let spawning = reap::spawning();
+    let (child, fds) = spawn_bash(exec, &session, tmp.path()).map_err(io("starting /bin/bash"))?;
+    drop(spawning);
+    if let Some(cg) = &cgroup {
+        // bash is blocked reading its session line, which is not written yet: it has not
+        // forked, and the bootstrap never does before the script arrives.
+        if let Err(e) = cg.adopt(child.pid) {
+            tracing::warn!(error = %e, "cannot move bash into the attempt's cgroup");
+            cgroup = None;
+        }
+    }
+    // A few dozen bytes into an empty pipe: this cannot block.
+    let starting = io("starting /bin/bash");
+    let line = wrapper::local_session_line(&session, wait);
+    match nix::unistd::write(&fds.stdin, &line) {
+        Ok(n) if n == line.len() => {}
+        Ok(_) => return Err(starting(std::io::ErrorKind::WriteZero.into())),
+        Err(e) => return Err(starting(e.into())),
+    }
+    if wait {
+        channel::await_ready(&fds.channel, READY_PATIENCE).map_err(starting)?;
+    }
+    Ok(Ready {
+        child,
+        cgroup,
+        tmp,
+        session,
+        fds,
+    })
 }
 
 /// `fd` moved to 10 or above, close-on-exec, so that the `dup2`s onto 0–3 in the spawn can
@@ -263,9 +448,7 @@ fn spawn_bash(
     exec: &LocalExecutor,
     session: &Session,
     tmp: &Path,
-) -> std::io::Result<(Child, Pipes)> {
-    // Registered before the spawn, so the child's exit cannot be missed.
-    let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+) -> std::io::Result<(Child, Fds)> {
     let (stdin_w, stdin_r) = child_pipe(true)?;
     let (stdout_r, stdout_w) = child_pipe(false)?;
     let (stderr_r, stderr_w) = child_pipe(false)?;
@@ -287,7 +470,7 @@ fn spawn_bash(
         c"--noprofile",
         c"--norc",
         c"-c",
-        wrapper::LOCAL_BOOTSTRAP,
+        wrapper::local_bootstrap(),
         wrapper::SCRIPT_NAME_C,
     ];
     let fds = ChildFds {
@@ -301,17 +484,16 @@ fn spawn_bash(
     let child = Child {
         pid,
         reaped: false,
-        sigchld,
         tracked: Some(Tracked::register(pid, session.marker())),
     };
     drop((stdin_r, stdout_w, stderr_w, theirs));
-    let pipes = Pipes {
-        stdin: pipe::Sender::from_owned_fd(stdin_w)?,
-        stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
+    let fds = Fds {
+        stdin: stdin_w,
+        stdout: stdout_r,
+        stderr: stderr_r,
         channel,
     };
-    Ok((child, pipes))
+    Ok((child, fds))
 }
 
 async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -> Attempt {
@@ -322,37 +504,48 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
         });
     }
     reap::ensure_subreaper();
-    let session = Session::new();
-    // Dropped last (locals drop in reverse order): after the processes are dead.
-    let tmp = match TempDir::create(&exec.tmp_base, session.marker()) {
-        Ok(t) => t,
-        Err(e) => return Attempt::failed(io("creating the attempt's temporary directory")(e)),
+    let ready = match exec.take_ready().await {
+        Some(r) => r,
+        None => match prepare(exec, false) {
+            Ok(r) => r,
+            Err(e) => return Attempt::failed(e),
+        },
     };
-    let mut cgroup = exec.cgroup.as_deref().and_then(|parent| {
-        TaskCgroup::create(parent, session.marker())
-            .map_err(|e| tracing::warn!(error = %e, "cannot create a cgroup for the attempt"))
-            .ok()
-    });
-    // No sweep may run between the spawn and the registration (inside `spawn_bash`).
-    let spawning = reap::spawning();
-    let (mut child, pipes) = match spawn_bash(exec, &session, tmp.path()) {
-        Ok(c) => c,
+    let attempt = run_ready(ready, job, cancel).await;
+    // The next attempt's bash starts now, off this one's path.
+    exec.refill();
+    attempt
+}
+
+/// Run one attempt on a ready bash.
+async fn run_ready(ready: Ready, job: &Job, cancel: CancellationToken) -> Attempt {
+    // Bound in this order so that they drop in reverse: the processes, the cgroup, and the
+    // directory last.
+    let Ready {
+        tmp,
+        cgroup,
+        mut child,
+        session,
+        fds,
+    } = ready;
+    // The attempt starts now, not when its bash did: nothing born while it waited is
+    // pinned on it.
+    if let Some(t) = child.tracked.as_mut() {
+        t.activate();
+    }
+    let registered = (|| {
+        Ok::<_, std::io::Error>((
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?,
+            pipe::Sender::from_owned_fd(fds.stdin)?,
+            pipe::Receiver::from_owned_fd(fds.stdout)?,
+            pipe::Receiver::from_owned_fd(fds.stderr)?,
+            Channel::new(fds.channel)?,
+        ))
+    })();
+    let (mut sigchld, mut stdin, mut stdout, mut stderr, mut channel) = match registered {
+        Ok(r) => r,
         Err(e) => return Attempt::failed(io("starting /bin/bash")(e)),
     };
-    drop(spawning);
-    if let Some(cg) = &cgroup {
-        // bash is blocked reading its script, which is not written yet: it has not forked.
-        if let Err(e) = cg.adopt(child.pid) {
-            tracing::warn!(error = %e, "cannot move bash into the attempt's cgroup");
-            cgroup = None;
-        }
-    }
-    let Pipes {
-        mut stdin,
-        mut stdout,
-        mut stderr,
-        mut channel,
-    } = pipes;
 
     // The writer runs beside the readers: a script larger than the pipe buffer would
     // otherwise deadlock against a shell that is waiting to be read.
@@ -380,6 +573,7 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
     let supervised = supervise(
         &mut child,
         Streams {
+            sigchld: &mut sigchld,
             stdout: &mut stdout,
             stderr: &mut stderr,
             channel: &mut channel,
@@ -418,6 +612,7 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
 }
 
 struct Streams<'a, O, E> {
+    sigchld: &'a mut tokio::signal::unix::Signal,
     stdout: &'a mut O,
     stderr: &'a mut E,
     channel: &'a mut Channel,
@@ -485,7 +680,7 @@ where
                 Ok(Read::Data(pid, data)) if pid == bash => sinks.frames.push(data),
                 Ok(Read::Data(_, data)) => foreign += data.len() as u64,
             },
-            st = child.wait(), if exit.is_none() => {
+            st = child.wait(s.sigchld), if exit.is_none() => {
                 exit = Some(st);
                 // The script is over: nothing it started may outlive it.
                 child.signal_group(Signal::SIGKILL);

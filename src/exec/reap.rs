@@ -96,10 +96,11 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
-    /// Register bash `pid`, whose processes carry `marker`.
+    /// Register bash `pid`, whose processes carry `marker`. Until [`Tracked::activate`] it
+    /// has not started: no process is attributed to it by its start time (rule 3).
     pub(crate) fn register(pid: Pid, marker: &str) -> Tracked {
         let raw = pid.as_raw();
-        let start = stat(raw).map(|s| s.start).unwrap_or_else(now_ticks);
+        let start = u64::MAX;
         with_registry(|r| {
             // A finished attempt whose bash had this pid is history now.
             r.finished.retain(|&p| p != raw);
@@ -116,6 +117,17 @@ impl Tracked {
             pid: raw,
             finished: false,
         }
+    }
+
+    /// The attempt's script has arrived: from now on, processes that start while it runs
+    /// may be its own.
+    pub(crate) fn activate(&mut self) {
+        let now = now_ticks();
+        with_registry(|r| {
+            if let Some(e) = r.by_pid.get_mut(&self.pid) {
+                e.start = now;
+            }
+        });
     }
 
     /// The attempt is over (bash has exited or been killed): kill and reap its orphans.

@@ -8,6 +8,12 @@
 //! text before it runs any of it, so no child can read script bytes from stdin, and the
 //! values bound in it live only in the shell's memory.
 //!
+//! Locally the bootstrap ([`local_bootstrap`]) also holds the wrapper's functions and sets
+//! the EXIT trap, and reads the attempt's session line (nonce and channel descriptors)
+//! from stdin before it sources the script. None of that depends on the task, so a bash can
+//! be started and have parsed all of it before a task exists: the executor keeps one ready
+//! ([`super::local`]), and a task then costs only its own script.
+//!
 //! # Who can report
 //! Every frame carries a per-attempt random nonce that exists only in the main shell's
 //! memory (it arrives in the script text), so no program the script runs can forge one.
@@ -53,8 +59,37 @@ use crate::template::single_quote;
 /// The bash binary used locally. Remote hosts use `bash` from their PATH.
 pub const LOCAL_BASH: &CStr = c"/bin/bash";
 
-/// The fixed bootstrap given to `bash -c` locally. It contains no value.
-pub const LOCAL_BOOTSTRAP: &CStr = c"exec 4<&0 </dev/null; . /dev/fd/4";
+/// The fixed bootstrap given to `bash -c` locally: it contains no value and no nonce.
+///
+/// It reads the session line ([`local_session_line`]), defines the wrapper's functions,
+/// sets the EXIT trap, says so with one byte `r` on the channel if the line asked for it,
+/// then sources the rest of stdin: the head, the rendered script and the epilogue
+/// ([`script_input`]). A bash whose stdin ends before any script (its agent is
+/// gone) removes its empty temporary directory and exits.
+pub fn local_bootstrap() -> &'static CStr {
+    static TEXT: std::sync::LazyLock<std::ffi::CString> = std::sync::LazyLock::new(|| {
+        let text = format!(
+            "exec 4<&0 </dev/null\n\
+             IFS=' ' builtin read -r -u 4 __csm_n __csm_a __csm_b __csm_k || builtin exit 97\n\
+             __csm_pid=$BASHPID __csm_go=\n\
+             {LOCAL_PROLOGUE}{COMMON}\
+             [[ $__csm_k == r ]] && builtin printf r >&\"$__csm_a\"\n\
+             . /dev/fd/4\n\
+             [[ $__csm_go ]] || rmdir -- \"$TMPDIR\" 2>/dev/null\n"
+        );
+        std::ffi::CString::new(text).expect("the bootstrap holds no NUL")
+    });
+    &TEXT
+}
+
+/// The first line a local bash reads: the attempt's nonce, the two descriptors of its
+/// channel, and whether to send `r` on the channel once it is ready for its script.
+/// Zeroising, because the nonce authenticates frames.
+pub fn local_session_line(session: &Session, ack: bool) -> Zeroizing<Vec<u8>> {
+    let (a, b) = session.fds;
+    let k = if ack { "r" } else { "-" };
+    Zeroizing::new(format!("{} {a} {b} {k}\n", session.nonce).into_bytes())
+}
 
 /// `$0` for the script, so its error messages read `csm-agent: line 3: …`.
 pub const SCRIPT_NAME: &str = "csm-agent";
@@ -198,8 +233,9 @@ pub fn remote_signal_command(pgid: i32, marker: &str, kill: bool) -> String {
     )
 }
 
-/// The full text written to bash's stdin: over SSH the nonce line, then the prologue, the
-/// rendered script and the epilogue.
+/// The text written to bash's stdin for a task: over SSH the nonce line, the prologue, the
+/// rendered script and the epilogue; locally (after the [`local_session_line`] the bash
+/// read when it started) a one-line head, the rendered script and the epilogue.
 ///
 /// Returned in a zeroising buffer because it contains the rendered script, and with it the
 /// bound values.
@@ -214,14 +250,7 @@ pub fn script_input(
     ));
     let mut head = String::new();
     match mode {
-        Mode::Local => {
-            let (a, b) = session.fds;
-            let _ = write!(
-                head,
-                "exec 4<&-\n__csm_n={} __csm_a={a} __csm_b={b} __csm_pid=$BASHPID\n",
-                session.nonce
-            );
-        }
+        Mode::Local => head.push_str("exec 4<&-; __csm_go=1 "),
         Mode::Ssh { timeout, grace } => {
             let _ = write!(
                 head,
@@ -237,20 +266,23 @@ pub fn script_input(
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b"__csm_dir=");
     single_quote(command_path.as_bytes(), &mut out);
-    out.push(b'\n');
     match mode {
+        // The functions and the trap are in the bootstrap already. One line, so that the
+        // script's line N is line N + 1 in bash's messages.
         Mode::Local => {
-            out.extend_from_slice(LOCAL_PROLOGUE.as_bytes());
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(LOCAL_CD.as_bytes());
         }
         Mode::Ssh { .. } => {
+            out.push(b'\n');
             out.extend_from_slice(RELAY.as_bytes());
             out.push(b'\n');
             out.extend_from_slice(SWEEP_FN.as_bytes());
             out.push(b'\n');
             out.extend_from_slice(SSH_PROLOGUE.as_bytes());
+            out.extend_from_slice(COMMON.as_bytes());
         }
     }
-    out.extend_from_slice(COMMON.as_bytes());
     out.extend_from_slice(rendered);
     // Two newlines: the first ends a last line without one, the second ends a line
     // continuation (`\`) the script may finish with. If the script ends inside a
@@ -263,9 +295,12 @@ fn secs(d: Duration) -> String {
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
-/// Local mode: the channel is the socket at fds `__csm_a` and `__csm_b`.
-const LOCAL_PROLOGUE: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
-__csm_write() {
+/// Local mode, per task: into `commandPath`, or report that it cannot.
+const LOCAL_CD: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
+"#;
+
+/// Local mode, in the bootstrap: the channel is the socket at fds `__csm_a` and `__csm_b`.
+const LOCAL_PROLOGUE: &str = r#"__csm_write() {
   # Only while both copies are still the one socket: a script that moved its descriptors
   # (`exec 77>/tmp/x`) must not receive the secret.
   if [[ -S /dev/fd/$__csm_a && /dev/fd/$__csm_a -ef /dev/fd/$__csm_b ]]; then

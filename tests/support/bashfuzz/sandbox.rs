@@ -111,32 +111,6 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
-/// Whether process `pid` (our child) exits by `deadline`, without reaping it: a pidfd
-/// becomes readable when it exits.
-fn exits_by(pid: Pid, deadline: Instant) -> bool {
-    use nix::libc;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return true;
-    }
-    // SAFETY: the descriptor was just returned to us and nobody else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) if left.is_zero() => return false,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return true,
-        }
-    }
-}
-
 /// Run `script` with bash in `dir`.
 pub fn run_bash(script: &[u8], dir: &CaseDir, utf8: bool, timeout: Duration) -> Run {
     let path = dir.script();
@@ -226,7 +200,7 @@ fn run_path(path: &Path, cwd: &Path, locale: &str, timeout: Duration) -> Run {
     }
     // Output ended; bash itself may still run (it can close its stdout and stderr). Give
     // it until the deadline to exit.
-    if !run.timed_out && !exits_by(pgid, deadline) {
+    if !run.timed_out && !crate::support::exits_by(pgid.as_raw(), deadline) {
         run.timed_out = true;
     }
     // Kill the group while bash is alive or a zombie: until it is reaped its pid, which is
