@@ -7,7 +7,9 @@
 //!   concurrency of 32. Floor: 32 threads each running `bash file` until 1,000 are done.
 //!   Goal: ≥ 0.7× the floor's rate.
 //! - **Memory.** The agent process's RSS from /proc: idle once connected (goal ≤ 10 MiB),
-//!   and its peak (VmHWM) through the throughput run (goal ≤ 32 MiB).
+//!   and its peak (VmHWM) through the throughput run (goal ≤ 32 MiB). The bash it keeps
+//!   ready for the next task (from the first task on) is a process of its own; its RSS is
+//!   printed beside.
 //!
 //! The manager (hub and endpoint) runs in this process on a loopback port-0 listener.
 //! `cargo bench --bench agent` (CSM_BENCH_ITERS=N for the latency count).
@@ -68,6 +70,48 @@ async fn ours(hub: &Hub) -> Duration {
     let o = hub.submit(request()).await.unwrap();
     assert_eq!(o.result.unwrap().expose_secret(), b"abc");
     t.elapsed()
+}
+
+/// The agent keeps one bash ready for the next task and starts it when a task ends. Wait
+/// (at most 2 s) until that bash is blocked reading its script, so that the floor never
+/// shares the machine with one starting. Returns its pid.
+fn settle(agent: u32) -> Option<u32> {
+    let limit = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < limit {
+        let kids: String = std::fs::read_dir(format!("/proc/{agent}/task"))
+            .ok()?
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for k in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<u32>().ok())
+        {
+            let wchan = std::fs::read_to_string(format!("/proc/{k}/wchan")).unwrap_or_default();
+            if wchan.contains("pipe_read") {
+                return Some(k);
+            }
+        }
+        // A bench, not a test: a short nap, so that the waiting takes no core from the
+        // agent starting its bash.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    None
+}
+
+/// CPU seconds of `pid` itself and of its reaped children (utime + stime, cutime +
+/// cstime from /proc; the agent reaps its bashes, so theirs land in the second).
+fn cpu(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<f64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    // Fields 14–17 of stat, counted from field 3 (the state) here.
+    ((f[11] + f[12]) / hz, (f[13] + f[14]) / hz)
 }
 
 /// (VmRSS, VmHWM) of `pid`, in KiB.
@@ -144,18 +188,26 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let (idle_rss, _) = rss(pid);
 
-    // Latency, interleaved with the floor so load drift hits both alike.
+    // Latency, interleaved with the floor so load drift hits both alike. Each run waits
+    // for the agent's ready bash first (`settle`), so neither shares the machine with it.
     for i in 0..30 {
+        settle(pid);
         floor(dir.path(), i);
         rt.block_on(ours(&hub));
     }
+    let ready = settle(pid);
+    let ready_rss = ready.map_or(0, |r| rss(r).0);
     let (mut f, mut o) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
     for i in 0..iters {
         if i % 2 == 0 {
+            settle(pid);
             f.push(floor(dir.path(), i));
+            settle(pid);
             o.push(rt.block_on(ours(&hub)));
         } else {
+            settle(pid);
             o.push(rt.block_on(ours(&hub)));
+            settle(pid);
             f.push(floor(dir.path(), i));
         }
     }
@@ -164,6 +216,7 @@ fn main() {
 
     // Throughput: the floor, 32 threads sharing 1,000 runs.
     let done = Arc::new(AtomicUsize::new(0));
+    let floor_cpu = (cpu(std::process::id()), Instant::now());
     let t = Instant::now();
     let threads: Vec<_> = (0..WORKERS)
         .map(|w| {
@@ -182,8 +235,14 @@ fn main() {
         th.join().unwrap();
     }
     let floor_rate = TASKS as f64 / t.elapsed().as_secs_f64();
+    let floor_cpu = {
+        let ((s0, c0), _) = floor_cpu;
+        let (s1, c1) = cpu(std::process::id());
+        ((s1 - s0) + (c1 - c0)) / TASKS as f64
+    };
 
     // Throughput: ours, 1,000 submitted at once.
+    let (bench0, agent0) = (cpu(std::process::id()), cpu(pid));
     let t = Instant::now();
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
@@ -199,6 +258,8 @@ fn main() {
         }
     });
     let our_rate = TASKS as f64 / t.elapsed().as_secs_f64();
+    let (bench1, agent1) = (cpu(std::process::id()), cpu(pid));
+    let per = |a: f64, b: f64| (b - a) / TASKS as f64 * 1000.0;
     let (after_rss, peak_rss) = rss(pid);
 
     println!("agent end to end (hub -> WebSocket -> csm-agent run -> bash -> back)");
@@ -221,6 +282,13 @@ fn main() {
     println!("  floor ({WORKERS} threads running bash file): {floor_rate:.0} tasks/s");
     println!("  csm-agent (capacity 32):                 {our_rate:.0} tasks/s");
     println!("  ratio {:.2}x  (goal >= 0.70x)", our_rate / floor_rate);
+    println!(
+        "  CPU per task: floor {:.2} ms; ours: bash {:.2} ms, agent {:.2} ms, hub (this process) {:.2} ms",
+        floor_cpu * 1000.0,
+        per(agent0.1, agent1.1),
+        per(agent0.0, agent1.0),
+        per(bench0.0, bench1.0),
+    );
     println!("agent RSS (csm-agent run, from /proc)");
     println!(
         "  idle, connected:        {:.1} MiB  (goal <= 10 MiB)",
@@ -229,6 +297,10 @@ fn main() {
     println!(
         "  after the 1,000 tasks:  {:.1} MiB",
         after_rss as f64 / 1024.0
+    );
+    println!(
+        "  its ready bash (a child process, not in the figures above): {:.1} MiB",
+        ready_rss as f64 / 1024.0
     );
     println!(
         "  peak (VmHWM) under load: {:.1} MiB  (goal <= 32 MiB)",

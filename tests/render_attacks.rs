@@ -324,7 +324,7 @@ fn placeholders_in_backquotes_with_escapes_are_refused_and_plain_ones_render() {
     let dir = tempfile::tempdir().unwrap();
     for script in [
         "x=`printf %s ${v}`; printf %s \"$x\" > out",
-        "x=\"`printf %s \"${v}\"`\"; printf %s \"$x\" > out",
+        "x=`printf %s \"${v}\"`; printf %s \"$x\" > out",
         "x=`printf %s '${v}'`; printf %s \"$x\" > out",
     ] {
         let value = "it's \"$(touch PWNED)\" `x` \\ end";
@@ -339,6 +339,82 @@ fn placeholders_in_backquotes_with_escapes_are_refused_and_plain_ones_render() {
         );
         assert!(!dir.path().join("PWNED").exists(), "{script}");
     }
+}
+
+/// The second 1,000,000-case fuzz run (renderer 4ead868, seed 0x18ecc4de8d6efc45, case
+/// 222801): with quotes spliced into backquotes inside double quotes (and a `#` there),
+/// bash 5.2 ends the backquotes elsewhere than the renderer did, and text the template had
+/// single-quoted became a command substitution. A placeholder in backquotes inside double
+/// quotes is refused; `$(…)` inside double quotes still renders.
+#[test]
+fn placeholders_in_backquotes_inside_double_quotes_are_refused() {
+    // Positive control: bash misreads the spliced form (the renderer's output for the
+    // fuzzer's case): a quoted `$("` became a command substitution.
+    let dir = tempfile::tempdir().unwrap();
+    // The renderer's output for the fuzzer's case, as it was before this rule.
+    let spliced = "__csm_v0='x'\n__csm_v1='x'\n{ printf '%s' $((0x10))\"`printf '%s' \"${__csm_v0}\"''\"${__csm_v0}\"'\"\t'\"\"#`\"'x\\y'\"${__csm_v1}\"'\"$(\"\nE\n' | cat > /dev/null; }\n";
+    let run = |script: &str| {
+        let path = dir.path().join("control.sh");
+        std::fs::write(&path, script).unwrap();
+        std::process::Command::new("bash")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let broken = String::from_utf8_lossy(&run(spliced).stderr).into_owned();
+    assert!(broken.contains("command substitution"), "{broken}");
+    for script in [
+        "{ printf '%s' $((0x10))\"`printf '%s' ${v}'${v}\"\t'\"\"#`\"'x\\y${v}\"$(\"\nE\n' | cat > o1; }",
+        "x=\"`printf %s \"${v}\"`\"",
+        "x=\"a`printf %s ${v}`b\"",
+    ] {
+        let e = Template::from_script(script)
+            .render(&vars(b"x"), &Variables::new())
+            .expect_err(script);
+        assert!(matches!(e.kind(), ErrorKind::RenderError), "{script}: {e}");
+        assert!(e.to_string().contains("backquotes inside double quotes"), "{script}: {e}");
+    }
+    let r = Template::from_script("x=\"$(printf %s \"${v}\")\"; printf %s \"$x\" > out")
+        .render(&vars(b"it's `x`"), &Variables::new())
+        .unwrap();
+    run_bash(dir.path(), r.expose_bytes());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        "it's `x`"
+    );
+}
+
+/// The second 1,000,000-case fuzz run (seed 0x18ecc4de8d6efc45, case 394816): in a UTF-8
+/// locale, bash 5.2 drops a 0x01 that follows an invalid multibyte sequence in a
+/// here-string. A value with 0x01 or 0x7f is refused in a here-string; others render exactly.
+#[test]
+fn quoting_bytes_in_here_strings_are_refused() {
+    // Positive control: bash loses the byte.
+    let control = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("x=$'\\xc5\\xc4\\x7f\\xe1\\x01'; IFS= read -r -d '' y <<< \"$x\"; printf %s \"$y\"")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    assert_eq!(control.stdout, b"\xc5\xc4\x7f\xe1\n");
+    let t = Template::from_script("IFS= read -r -d '' x <<< \"${v}\"; printf %s \"$x\" > out");
+    for bad in [&b"\xc5\xc4\x7f\xe1\x01"[..], b"a\x01b", b"a\x7fb"] {
+        let e = t.render(&vars(bad), &Variables::new()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::RenderError), "{e}");
+        assert!(e.to_string().contains("here-string"), "{e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";
+    let r = t
+        .render(&vars(value.as_bytes()), &Variables::new())
+        .unwrap();
+    run_bash(dir.path(), r.expose_bytes());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        format!("{value}\n")
+    );
+    assert!(!dir.path().join("PWNED").exists());
 }
 
 /// Two more classes from the 1,000,000-case fuzz run: an extglob group holding a placeholder

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 
 use super::placeholder::{is_ident, Placeholder};
 use super::quote::{single_quote, single_quoted_len};
-use super::syntax::{Quoting, ScopeKind};
+use super::syntax::{Quoting, Role, ScopeKind};
 use super::verdict::Verdict;
 use super::{Template, TemplateError};
 use crate::secret::{secret_bytes, SecretBytes, Variables};
@@ -201,6 +201,22 @@ pub(super) fn render(
                 line: line(),
                 reason: "a value with the bytes 0x01 or 0x7f in a here-document inside $(…) \
                          or <(…), which bash 5.2 does not expand exactly"
+                    .into(),
+            });
+        }
+        if value.iter().any(|&c| c == 0x01 || c == 0x7f)
+            && syn
+                .chain(site.scope)
+                .iter()
+                .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::Word(Role::HereString)))
+        {
+            // In a UTF-8 locale bash 5.2 drops 0x01 after an invalid multibyte sequence in
+            // a here-string (found by the second 1,000,000-case fuzz run).
+            return Err(TemplateError::NotData {
+                variable: variable(),
+                line: line(),
+                reason: "a value with the bytes 0x01 or 0x7f in a here-string (<<<), which \
+                         bash 5.2 does not expand exactly"
                     .into(),
             });
         }
