@@ -385,11 +385,12 @@ fn placeholders_in_backquotes_inside_double_quotes_are_refused() {
     );
 }
 
-/// The second 1,000,000-case fuzz run (seed 0x18ecc4de8d6efc45, case 394816): in a UTF-8
-/// locale, bash 5.2 drops a 0x01 that follows an invalid multibyte sequence in a
-/// here-string. A value with 0x01 or 0x7f is refused in a here-string; others render exactly.
+/// The second 1,000,000-case fuzz run (seed 0x18ecc4de8d6efc45, cases 394816 and 560913):
+/// in a UTF-8 locale, bash 5.2 drops a 0x01 that follows an invalid multibyte sequence in a
+/// here-string or a here-document, even outside `$(…)`. A value with 0x01 or 0x7f is refused
+/// in either; others render exactly.
 #[test]
-fn quoting_bytes_in_here_strings_are_refused() {
+fn quoting_bytes_in_here_strings_and_here_documents_are_refused() {
     // Positive control: bash loses the byte.
     let control = std::process::Command::new("bash")
         .arg("-c")
@@ -403,6 +404,12 @@ fn quoting_bytes_in_here_strings_are_refused() {
         let e = t.render(&vars(bad), &Variables::new()).unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::RenderError), "{e}");
         assert!(e.to_string().contains("here-string"), "{e}");
+        for heredoc in ["cat > o1 <<-E\n\\$(${v}\n\"E\"\nE", "cat <<'E'\n${v}\nE"] {
+            let e = Template::from_script(heredoc)
+                .render(&vars(bad), &Variables::new())
+                .unwrap_err();
+            assert!(e.to_string().contains("here-document"), "{e}");
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";

@@ -187,36 +187,22 @@ pub(super) fn render(
                 variable: variable(),
             });
         }
-        if site.in_body
-            && value.iter().any(|&c| c == 0x01 || c == 0x7f)
-            && syn
-                .chain(site.scope)
-                .iter()
-                .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::ComSub | ScopeKind::ProcSub))
-        {
-            // bash 5.2 drops or doubles its internal quoting bytes (CTLESC, CTLNUL) in the
-            // expansion of a here-document inside `$(…)` or `<(…)` (found by the fuzzer).
-            return Err(TemplateError::NotData {
-                variable: variable(),
-                line: line(),
-                reason: "a value with the bytes 0x01 or 0x7f in a here-document inside $(…) \
-                         or <(…), which bash 5.2 does not expand exactly"
-                    .into(),
-            });
-        }
         if value.iter().any(|&c| c == 0x01 || c == 0x7f)
-            && syn
-                .chain(site.scope)
-                .iter()
-                .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::Word(Role::HereString)))
+            && (site.in_body
+                || syn
+                    .chain(site.scope)
+                    .iter()
+                    .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::Word(Role::HereString))))
         {
-            // In a UTF-8 locale bash 5.2 drops 0x01 after an invalid multibyte sequence in
-            // a here-string (found by the second 1,000,000-case fuzz run).
+            // bash 5.2 drops or doubles its internal quoting bytes (CTLESC 0x01, CTLNUL
+            // 0x7f) when it expands a here-document or a here-string: inside `$(…)` or
+            // `<(…)`, and in a UTF-8 locale after an invalid multibyte sequence anywhere
+            // (found by the fuzzer's long runs).
             return Err(TemplateError::NotData {
                 variable: variable(),
                 line: line(),
-                reason: "a value with the bytes 0x01 or 0x7f in a here-string (<<<), which \
-                         bash 5.2 does not expand exactly"
+                reason: "a value with the bytes 0x01 or 0x7f in a here-document or a \
+                         here-string, which bash 5.2 does not expand exactly"
                     .into(),
             });
         }
