@@ -292,14 +292,14 @@ impl Child {
         let _ = killpg(self.pid, sig);
     }
 
-    /// Wait for bash to exit and reap it. `sigchld` was created before this is first
-    /// called, and the first check needs no signal, so an exit is never missed.
-    async fn wait(&mut self, sigchld: &mut tokio::signal::unix::Signal) -> Exit {
+    /// Wait for bash to exit and reap it. `exited` was created before this is first
+    /// called, and the first check needs no event, so an exit is never missed.
+    async fn wait(&mut self, exited: &mut ExitEvents) -> Exit {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {
-                    // Coalesced signals are fine: every wake re-checks with WNOHANG.
-                    if sigchld.recv().await.is_none() {
+                    // Spurious or coalesced wakes are fine: every one re-checks.
+                    if !exited.next().await {
                         return Exit::Unknown;
                     }
                 }
@@ -348,6 +348,48 @@ impl Drop for Child {
         }
         // The orphans, after the group (dropping an unfinished `Tracked` sweeps).
         self.tracked.take();
+    }
+}
+
+/// What wakes the wait for bash's exit: its pidfd, which becomes readable when bash (and
+/// only bash) exits; or, where the kernel has no `pidfd_open` (before 5.3), SIGCHLD, which
+/// wakes every attempt that waits whenever any child exits.
+enum ExitEvents {
+    Pidfd(tokio::io::unix::AsyncFd<OwnedFd>),
+    Sigchld(tokio::signal::unix::Signal),
+}
+
+impl ExitEvents {
+    fn new(pid: Pid) -> std::io::Result<ExitEvents> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if fd >= 0 {
+            // SAFETY: the descriptor was just returned to us and nothing else owns it.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+            // SAFETY: the OwnedFd keeps its one descriptor open, unchanged, until it drops
+            // with the AsyncFd.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }?;
+            return Ok(ExitEvents::Pidfd(fd));
+        }
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        Ok(ExitEvents::Sigchld(sig))
+    }
+
+    /// The next wake; `false` if none can come.
+    async fn next(&mut self) -> bool {
+        match self {
+            ExitEvents::Pidfd(fd) => match fd.readable().await {
+                Ok(mut g) => {
+                    // Readable stays readable once bash has exited; the caller reaps it.
+                    g.clear_ready();
+                    true
+                }
+                Err(_) => false,
+            },
+            ExitEvents::Sigchld(sig) => sig.recv().await.is_some(),
+        }
     }
 }
 
@@ -535,14 +577,14 @@ async fn run_ready(ready: Ready, job: &Job, cancel: CancellationToken) -> Attemp
     }
     let registered = (|| {
         Ok::<_, std::io::Error>((
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?,
+            ExitEvents::new(child.pid)?,
             pipe::Sender::from_owned_fd(fds.stdin)?,
             pipe::Receiver::from_owned_fd(fds.stdout)?,
             pipe::Receiver::from_owned_fd(fds.stderr)?,
             Channel::new(fds.channel)?,
         ))
     })();
-    let (mut sigchld, mut stdin, mut stdout, mut stderr, mut channel) = match registered {
+    let (mut exited, mut stdin, mut stdout, mut stderr, mut channel) = match registered {
         Ok(r) => r,
         Err(e) => return Attempt::failed(io("starting /bin/bash")(e)),
     };
@@ -573,7 +615,7 @@ async fn run_ready(ready: Ready, job: &Job, cancel: CancellationToken) -> Attemp
     let supervised = supervise(
         &mut child,
         Streams {
-            sigchld: &mut sigchld,
+            exited: &mut exited,
             stdout: &mut stdout,
             stderr: &mut stderr,
             channel: &mut channel,
@@ -612,7 +654,7 @@ async fn run_ready(ready: Ready, job: &Job, cancel: CancellationToken) -> Attemp
 }
 
 struct Streams<'a, O, E> {
-    sigchld: &'a mut tokio::signal::unix::Signal,
+    exited: &'a mut ExitEvents,
     stdout: &'a mut O,
     stderr: &'a mut E,
     channel: &'a mut Channel,
@@ -680,7 +722,7 @@ where
                 Ok(Read::Data(pid, data)) if pid == bash => sinks.frames.push(data),
                 Ok(Read::Data(_, data)) => foreign += data.len() as u64,
             },
-            st = child.wait(s.sigchld), if exit.is_none() => {
+            st = child.wait(s.exited), if exit.is_none() => {
                 exit = Some(st);
                 // The script is over: nothing it started may outlive it.
                 child.signal_group(Signal::SIGKILL);
