@@ -411,17 +411,20 @@ fn quoting_bytes_in_here_strings_and_here_documents_are_refused() {
             assert!(e.to_string().contains("here-document"), "{e}");
         }
     }
-    let dir = tempfile::tempdir().unwrap();
     let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";
+    assert_eq!(out_of(&t, value), format!("{value}\n"));
+}
+
+/// Render `t` with `v` = `value`, run it, and return what it wrote to `out`; it must not
+/// have run the value's `touch PWNED`.
+fn out_of(t: &Template, value: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
     let r = t
         .render(&vars(value.as_bytes()), &Variables::new())
         .unwrap();
     run_bash(dir.path(), r.expose_bytes());
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("out")).unwrap(),
-        format!("{value}\n")
-    );
     assert!(!dir.path().join("PWNED").exists());
+    std::fs::read_to_string(dir.path().join("out")).unwrap()
 }
 
 /// Two more classes from the 1,000,000-case fuzz run: an extglob group holding a placeholder
@@ -441,15 +444,6 @@ fn extglob_groups_in_substitutions_and_quoting_bytes_in_nested_heredocs_are_refu
         assert!(e.to_string().contains("0x01 or 0x7f"), "{e}");
     }
     // The same here-document takes any other value exactly.
-    let dir = tempfile::tempdir().unwrap();
     let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";
-    let r = t
-        .render(&vars(value.as_bytes()), &Variables::new())
-        .unwrap();
-    run_bash(dir.path(), r.expose_bytes());
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("out")).unwrap(),
-        value
-    );
-    assert!(!dir.path().join("PWNED").exists());
+    assert_eq!(out_of(&t, value), value);
 }
