@@ -447,3 +447,24 @@ fn extglob_groups_in_substitutions_and_quoting_bytes_in_nested_heredocs_are_refu
     let value = "it's $(touch PWNED) `x` \\ \u{e9}\x02 end";
     assert_eq!(out_of(&t, value), value);
 }
+
+/// The third 1,000,000-case fuzz run (seed 0x18ecc7835ef12544, case 10818): quotes spliced
+/// into `${x+…}` inside a case pattern stay pattern text to bash 5.2, so the value no longer
+/// matches itself. A placeholder there is refused; one straight in the pattern renders.
+#[test]
+fn placeholders_in_parameter_words_in_case_patterns_are_refused() {
+    // Positive control: the spliced pattern does not match the subject it equals.
+    let control = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("v=x; case \"$v$v\" in (\"$v\"${PATH+''\"$v\"''}) echo 1;; *) echo 0;; esac")
+        .output()
+        .unwrap();
+    assert_eq!(control.stdout, b"0\n");
+    let e = Template::from_script("case ${v}${v} in (${v}${PATH+'${v}'}) printf 1;; esac")
+        .render(&vars(b"x"), &Variables::new())
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::RenderError), "{e}");
+    assert!(e.to_string().contains("case pattern"), "{e}");
+    let t = Template::from_script("case ${v} in (${v}) printf 1 > out;; *) printf 0 > out;; esac");
+    assert_eq!(out_of(&t, "it's *[x] $(touch PWNED)"), "1");
+}
