@@ -188,7 +188,8 @@ impl LocalExecutor {
     /// and for benchmarks that must not measure a floor beside a bash starting.
     pub async fn warm_up(&self) {
         let Some(spare) = &self.spare else { return };
-        loop {
+        // Bounded: a bash that cannot start (logged by `refill`) must not spin this.
+        for _ in 0..3 {
             let filled = spare.filled.notified();
             tokio::pin!(filled);
             filled.as_mut().enable();
@@ -249,8 +250,9 @@ impl LocalExecutor {
                 return None;
             }
         }
-        // One is starting, and will be ready sooner than a new one would be.
-        filled.await;
+        // One is starting, and will be ready sooner than a new one would be; unless the
+        // blocking pool is busy, hence the bound.
+        tokio::time::timeout(FILL_PATIENCE, filled).await.ok()?;
         spare.lock().ready.take().and_then(Ready::alive)
     }
 
@@ -425,6 +427,10 @@ impl Ready {
         }
     }
 }
+
+/// How long an attempt waits for a bash that is being started for it before it starts its
+/// own.
+const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long a bash started ahead of its task may take to say it is ready.
 const READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
