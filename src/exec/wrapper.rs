@@ -91,7 +91,8 @@ pub fn local_session_line(session: &Session, ack: bool) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(format!("{} {a} {b} {k}\n", session.nonce).into_bytes())
 }
 
-/// `$0` for the script, so its error messages read `csm-agent: line 3: …`.
+/// `$0` for the script. (bash names the sourced script `/dev/fd/4` in its own error
+/// messages; locally the script's line N is line N + 1 there.)
 pub const SCRIPT_NAME: &str = "csm-agent";
 /// [`SCRIPT_NAME`] for `posix_spawn`.
 pub const SCRIPT_NAME_C: &CStr = c"csm-agent";
