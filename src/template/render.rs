@@ -191,19 +191,22 @@ pub(super) fn render(
         let in_param_word = chain
             .iter()
             .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::ParamWord { .. }));
-        let in_case_pattern = chain
-            .iter()
-            .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::Word(Role::CasePattern)));
+        let in_case_pattern = chain.iter().any(|&s| {
+            matches!(
+                syn.scopes[s].kind,
+                ScopeKind::Word(Role::CasePattern | Role::CaseSubject)
+            )
+        });
         if in_param_word && in_case_pattern {
-            // bash 5.2 keeps quotes spliced into `${x+…}` inside a case pattern as pattern
-            // text, so the value no longer matches itself (found by the third 1,000,000-case
-            // fuzz run).
+            // bash 5.2 keeps quotes spliced into `${x+…}` inside a case pattern or subject as
+            // text, so the value no longer matches itself (found by the third and fourth
+            // 1,000,000-case fuzz runs).
             return Err(TemplateError::Unsure {
                 variable: variable(),
                 line: line(),
                 at_line: line(),
-                reason: "a placeholder inside ${…} in a case pattern, which bash 5.2 does not \
-                         match exactly"
+                reason: "a placeholder inside ${…} in a case pattern or subject, which bash \
+                         5.2 does not match exactly"
                     .into(),
             });
         }
