@@ -25,6 +25,7 @@ pub mod exec;
 pub mod input;
 pub mod manager;
 pub mod mask;
+mod mathfns;
 pub mod protocol;
 pub mod secret;
 pub mod task;

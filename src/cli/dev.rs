@@ -192,7 +192,7 @@ pub fn main(args: &DevArgs, log: &str) -> i32 {
         },
     };
     let temporary = _temp.is_some();
-    let rt = match super::runtime(None) {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -127,7 +127,7 @@ pub fn main(args: &ManagerArgs, log: &str) -> i32 {
         }
     };
     super::run::init_logging(log, format);
-    let rt = match super::runtime(None) {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -94,7 +94,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::TestRun(_) => {}
     }
     init_logging(&cli.log);
-    let rt = match runtime(None) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -125,15 +125,28 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// The multi-threaded tokio runtime every command runs on (`workers` threads, or one per
-/// core); a failure is reported on stderr and becomes the exit status.
-pub(crate) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, i32> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
-    b.enable_all().build().map_err(|e| {
-        eprintln!("error[internal]: cannot start the runtime: {e}");
-        ErrorKind::Internal.exit_code()
-    })
+/// The agent's runtime: one thread. Its own work per task is a fraction of a millisecond
+/// (bash runs in processes of its own), and blocking work (SSH sessions, starting the next
+/// bash) goes to the blocking pool; one thread instead of two saves memory when idle and
+/// cross-thread wake-ups per task. A failure is reported as [`runtime`]'s is.
+pub(crate) fn agent_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error[internal]: cannot start the runtime: {e}");
+            ErrorKind::Internal.exit_code()
+        })
+}
+
+/// The multi-threaded tokio runtime every other command runs on (one worker per core); a
+/// failure is reported on stderr and becomes the exit status.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error[internal]: cannot start the runtime: {e}");
+            ErrorKind::Internal.exit_code()
+        })
 }

@@ -151,7 +151,7 @@ pub fn main(args: &RunArgs, log: &str) -> i32 {
         }
     };
     init_logging(log, loaded.log_format);
-    let rt = match super::runtime(Some(2)) {
+    let rt = match super::agent_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
