@@ -41,15 +41,11 @@ pub(crate) fn pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
         AddressFamily::Unix,
         SockType::Stream,
         None,
-        SockFlag::SOCK_CLOEXEC,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )?;
-    // Non-blocking on our side only: the flag belongs to the open file, and bash's end
-    // must block (a write into a full socket would otherwise fail with EAGAIN).
-    let flags = fcntl(&ours, FcntlArg::F_GETFL)?;
-    fcntl(
-        &ours,
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )?;
+    // Non-blocking on our side only: the flag belongs to each end's open file, and bash's
+    // end must block (a write into a full socket would otherwise fail with EAGAIN).
+    fcntl(&theirs, FcntlArg::F_SETFL(OFlag::empty()))?;
     setsockopt(&ours, sockopt::PassCred, &true)?;
     Ok((ours, theirs))
 }

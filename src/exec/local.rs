@@ -24,7 +24,7 @@
 //! the agent a child subreaper for that); then its temporary directory is removed.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -478,17 +478,24 @@ fn prepare(exec: &LocalExecutor, wait: bool) -> Result<Ready, ExecError> {
     })
 }
 
-/// `fd` moved to 10 or above, close-on-exec, so that the `dup2`s onto 0–3 in the spawn can
-/// never clobber one another, even in an agent started with stdio closed.
+/// `fd` at 4 or above, so that the `dup2`s onto 0–3 in the spawn can never clobber one
+/// another: moved (close-on-exec) only in an agent started with stdio closed, where a new
+/// descriptor can be one of 0–3.
 fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= 4 {
+        return Ok(fd);
+    }
     let high = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
 }
 
+/// A pipe: the agent's end non-blocking (ready for the runtime), bash's end blocking.
 fn child_pipe(child_reads: bool) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     let (parent, child) = if child_reads { (w, r) } else { (r, w) };
+    // The flag belongs to each end's open file: clearing it on bash's leaves the agent's.
+    fcntl(&child, FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok((parent, high(child)?))
 }
 
@@ -584,9 +591,10 @@ async fn run_ready(ready: Ready, job: &Job, cancel: CancellationToken) -> Attemp
     let registered = (|| {
         Ok::<_, std::io::Error>((
             ExitEvents::new(child.pid)?,
-            pipe::Sender::from_owned_fd(fds.stdin)?,
-            pipe::Receiver::from_owned_fd(fds.stdout)?,
-            pipe::Receiver::from_owned_fd(fds.stderr)?,
+            // Pipes of the right direction, non-blocking already (`child_pipe`).
+            pipe::Sender::from_owned_fd_unchecked(fds.stdin)?,
+            pipe::Receiver::from_owned_fd_unchecked(fds.stdout)?,
+            pipe::Receiver::from_owned_fd_unchecked(fds.stderr)?,
             Channel::new(fds.channel)?,
         ))
     })();

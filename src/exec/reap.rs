@@ -6,8 +6,8 @@
 //! *child subreaper* (`PR_SET_CHILD_SUBREAPER`, set once, the first time it runs a script):
 //! every orphan a script leaves is re-parented to the agent instead of to init, where the
 //! agent can see it, attribute it and kill it. When an attempt ends, the agent looks at its
-//! own children (`/proc/self/task/*/children`) that are not a running attempt's bash, and
-//! attributes each one:
+//! own children (as /proc lists them under its main thread, where the kernel puts orphans)
+//! that are not a running attempt's bash, and attributes each one:
 //!
 //! 1. by the attempt marker in its environment (`CSM_AGENT_TASK`, which every process the
 //!    script starts inherits unless it clears its environment);
@@ -222,10 +222,20 @@ fn marker_of(pid: i32) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// This process's children, from every thread (orphans go to one thread, children a
-/// thread spawned to that thread).
+/// This process's children that can be orphans: the kernel hands an orphan to the first
+/// live thread of its subreaper, the main thread (a child is listed under the thread that
+/// spawned it, but every attempt's bash is known already). From every thread only if the
+/// main thread's list cannot be read.
 fn children() -> Vec<i32> {
     let mut out = Vec::new();
+    let main = format!("/proc/self/task/{}/children", std::process::id());
+    if let Ok(s) = std::fs::read_to_string(main) {
+        out.extend(
+            s.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+        return out;
+    }
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };

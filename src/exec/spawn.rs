@@ -87,7 +87,7 @@ pub(crate) fn spawn(
         check(libc::posix_spawn_file_actions_init(&mut actions))?;
         let mut actions = Actions(actions);
         let acts = &mut actions.0;
-        // The sources sit at fd 10 or above (close-on-exec), so these dup2s cannot clobber
+        // The sources sit at fd 4 or above (close-on-exec), so these dup2s cannot clobber
         // one another; dup2 clears close-on-exec on the targets.
         for (src, dst) in [
             (fds.stdin.as_raw_fd(), 0),

@@ -40,8 +40,11 @@ impl TempDir {
     pub(crate) fn create(base: &Path, marker: &str) -> io::Result<TempDir> {
         let path = base.join(format!("csm.{marker}"));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        // The umask may have taken bits away; it must be exactly 0700.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        // The umask can only take bits away (never make it less private); where it takes
+        // some of the owner's, put them back: it must be exactly 0700.
+        if *UMASK & 0o700 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(TempDir { path })
     }
 
@@ -51,8 +54,25 @@ impl TempDir {
     }
 }
 
+/// The process's umask, read once from /proc (`umask(2)` can only read it by changing it);
+/// if that fails, taken to strip everything, so that every directory is `chmod`ed.
+static UMASK: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+});
+
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Usually empty: one rmdir. Otherwise, everything in it.
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not remove an attempt's temporary directory");

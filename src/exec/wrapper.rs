@@ -9,8 +9,8 @@
 //! values bound in it live only in the shell's memory.
 //!
 //! Locally the bootstrap ([`local_bootstrap`]) also holds the wrapper's functions and sets
-//! the EXIT trap, and reads the attempt's session line (nonce and channel descriptors)
-//! from stdin before it sources the script. None of that depends on the task, so a bash can
+//! the EXIT trap, and reads the attempt's session line (the channel's descriptors) from
+//! stdin before it sources the script; the nonce comes with the script. None of that depends on the task, so a bash can
 //! be started and have parsed all of it before a task exists: the executor keeps one ready
 //! ([`super::local`]), and a task then costs only its own script.
 //!
@@ -70,7 +70,7 @@ pub fn local_bootstrap() -> &'static CStr {
     static TEXT: std::sync::LazyLock<std::ffi::CString> = std::sync::LazyLock::new(|| {
         let text = format!(
             "exec 4<&0 </dev/null\n\
-             IFS=' ' builtin read -r -u 4 __csm_n __csm_a __csm_b __csm_k || builtin exit 97\n\
+             IFS=' ' builtin read -r -u 4 __csm_a __csm_b __csm_k || builtin exit 97\n\
              __csm_pid=$BASHPID __csm_go=\n\
              {LOCAL_PROLOGUE}{COMMON}\
              [[ $__csm_k == r ]] && builtin printf r >&\"$__csm_a\"\n\
@@ -82,13 +82,14 @@ pub fn local_bootstrap() -> &'static CStr {
     &TEXT
 }
 
-/// The first line a local bash reads: the attempt's nonce, the two descriptors of its
-/// channel, and whether to send `r` on the channel once it is ready for its script.
-/// Zeroising, because the nonce authenticates frames.
-pub fn local_session_line(session: &Session, ack: bool) -> Zeroizing<Vec<u8>> {
+/// The first line a local bash reads: the two descriptors of its channel, and whether to
+/// send `r` on the channel once it is ready for its script. Short on purpose: bash reads a
+/// line from a pipe one byte per `read(2)`. The nonce arrives with the script
+/// ([`script_input`]), which `source` reads in blocks.
+pub fn local_session_line(session: &Session, ack: bool) -> Vec<u8> {
     let (a, b) = session.fds;
     let k = if ack { "r" } else { "-" };
-    Zeroizing::new(format!("{} {a} {b} {k}\n", session.nonce).into_bytes())
+    format!("{a} {b} {k}\n").into_bytes()
 }
 
 /// `$0` for the script. (bash names the sourced script `/dev/fd/4` in its own error
@@ -236,7 +237,8 @@ pub fn remote_signal_command(pgid: i32, marker: &str, kill: bool) -> String {
 
 /// The text written to bash's stdin for a task: over SSH the nonce line, the prologue, the
 /// rendered script and the epilogue; locally (after the [`local_session_line`] the bash
-/// read when it started) a one-line head, the rendered script and the epilogue.
+/// read when it started) a one-line head with the nonce, the rendered script and the
+/// epilogue.
 ///
 /// Returned in a zeroising buffer because it contains the rendered script, and with it the
 /// bound values.
@@ -251,7 +253,9 @@ pub fn script_input(
     ));
     let mut head = String::new();
     match mode {
-        Mode::Local => head.push_str("exec 4<&-; __csm_go=1 "),
+        Mode::Local => {
+            let _ = write!(head, "exec 4<&-; __csm_go=1 __csm_n={} ", session.nonce);
+        }
         Mode::Ssh { timeout, grace } => {
             let _ = write!(
                 head,

@@ -32,6 +32,8 @@ use crate::protocol::{self, AgentMessage, Hello, ManagerMessage};
 
 /// Longest agent id accepted in `hello`.
 const MAX_AGENT_ID: usize = 128;
+/// Frames sent with one flush at most.
+const BATCH: usize = 64;
 
 /// What every session shares.
 pub(crate) struct Endpoint {
@@ -151,18 +153,28 @@ async fn session(socket: WebSocket, ep: Arc<Endpoint>) {
         if sink.send(Message::Text(welcome.into())).await.is_err() {
             return;
         }
-        while let Some(out) = outbound.recv().await {
-            let r = match out {
-                Outbound::Message(m) => {
-                    let text = protocol::encode(&m);
-                    sink.send(Message::Text(text.into())).await
+        // What is queued goes out with one flush (at most BATCH frames): under load,
+        // several tasks and acks share a write and one wake-up of the agent.
+        while let Some(mut out) = outbound.recv().await {
+            for _ in 0..BATCH {
+                match out {
+                    Outbound::Message(m) => {
+                        let text = protocol::encode(&m);
+                        if sink.feed(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Outbound::Close(code, reason) => {
+                        let _ = sink.send(close(code, reason)).await;
+                        return;
+                    }
                 }
-                Outbound::Close(code, reason) => {
-                    let _ = sink.send(close(code, reason)).await;
-                    return;
+                match outbound.try_recv() {
+                    Ok(next) => out = next,
+                    Err(_) => break,
                 }
-            };
-            if r.is_err() {
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }

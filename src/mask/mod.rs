@@ -118,9 +118,9 @@ impl Masker {
         Masker::build(all, forms, withholds)
     }
 
-    /// The engine over `forms`.
+    /// The engine over `forms`; none for a masker that withholds, which never scans.
     fn build(values: Vec<Pattern>, forms: Vec<(Channel, Digest)>, mut withholds: bool) -> Masker {
-        let engine = if forms.is_empty() {
+        let engine = if forms.is_empty() || withholds {
             None
         } else {
             match Engine::build(&forms) {
