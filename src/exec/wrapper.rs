@@ -300,8 +300,10 @@ fn secs(d: Duration) -> String {
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
-/// Local mode, per task: into `commandPath`, or report that it cannot.
-const LOCAL_CD: &str = r#"cd -- "$__csm_dir" 2>/dev/null || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
+/// Local mode, per task: into `commandPath`, or report that it cannot. (bash's own message,
+/// if any, goes to the script's stderr: the executor checked the directory just before,
+/// and silencing it would cost a dozen system calls per task.)
+const LOCAL_CD: &str = r#"cd -- "$__csm_dir" || { builtin printf '\0csm:%s cd\0' "$__csm_n" >&"$__csm_a"; builtin exit 1; }
 "#;
 
 /// Local mode, in the bootstrap: the channel is the socket at fds `__csm_a` and `__csm_b`.
