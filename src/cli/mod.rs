@@ -128,25 +128,28 @@ fn init_logging(level: &str) {
 /// The agent's runtime: one thread. Its own work per task is a fraction of a millisecond
 /// (bash runs in processes of its own), and blocking work (SSH sessions, starting the next
 /// bash) goes to the blocking pool; one thread instead of two saves memory when idle and
-/// cross-thread wake-ups per task. A failure is reported as [`runtime`]'s is.
+/// cross-thread wake-ups per task.
 pub(crate) fn agent_runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            ErrorKind::Internal.exit_code()
-        })
+    started(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    )
 }
 
-/// The multi-threaded tokio runtime every other command runs on (one worker per core); a
-/// failure is reported on stderr and becomes the exit status.
+/// The multi-threaded tokio runtime every other command runs on (one worker per core).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error[internal]: cannot start the runtime: {e}");
-            ErrorKind::Internal.exit_code()
-        })
+    started(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+/// A runtime that could not start is reported on stderr and becomes the exit status.
+fn started(rt: std::io::Result<tokio::runtime::Runtime>) -> Result<tokio::runtime::Runtime, i32> {
+    rt.map_err(|e| {
+        eprintln!("error[internal]: cannot start the runtime: {e}");
+        ErrorKind::Internal.exit_code()
+    })
 }

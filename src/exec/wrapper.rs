@@ -10,9 +10,10 @@
 //!
 //! Locally the bootstrap ([`local_bootstrap`]) also holds the wrapper's functions and sets
 //! the EXIT trap, and reads the attempt's session line (the channel's descriptors) from
-//! stdin before it sources the script; the nonce comes with the script. None of that depends on the task, so a bash can
-//! be started and have parsed all of it before a task exists: the executor keeps one ready
-//! ([`super::local`]), and a task then costs only its own script.
+//! stdin before it sources the script; the nonce comes with the script. None of that
+//! depends on the task, so a bash can be started and have parsed all of it before a task
+//! exists: the executor keeps one ready ([`super::local`]), and a task then costs only its
+//! own script.
 //!
 //! # Who can report
 //! Every frame carries a per-attempt random nonce that exists only in the main shell's
