@@ -5,7 +5,7 @@
 //!   the script to a file, run `bash file`, read its output. Goal: p50 ≤ 1.5× the floor.
 //! - **Throughput.** 1,000 such tasks submitted at once, the agent at its default
 //!   concurrency of 32. Floor: 32 threads each running `bash file` until 1,000 are done.
-//!   Goal: ≥ 0.7× the floor's rate.
+//!   Three rounds, floor and ours alternating; goal: the median round's ratio ≥ 0.7×.
 //! - **Memory.** The agent process's RSS from /proc: idle once connected (goal ≤ 10 MiB),
 //!   and its peak (VmHWM) through the throughput run (goal ≤ 32 MiB). The bash it keeps
 //!   ready for the next task (from the first task on) is a process of its own; its RSS is
@@ -30,6 +30,8 @@ use common::{ms, pct};
 const SCRIPT: &str = "secret=abc\nprintf %s \"$secret\"\n";
 const TASKS: usize = 1000;
 const WORKERS: usize = 32;
+/// Throughput rounds (floor and ours alternating).
+const ROUNDS: usize = 3;
 
 fn floor(dir: &std::path::Path, n: usize) -> Duration {
     let t = Instant::now();
@@ -45,6 +47,33 @@ fn floor(dir: &std::path::Path, n: usize) -> Duration {
     assert_eq!(out.stdout, b"abc");
     std::fs::remove_file(&path).unwrap();
     t.elapsed()
+}
+
+/// The floor's throughput: 32 threads sharing 1,000 runs. Returns tasks per second and
+/// CPU milliseconds per task (this process and its children).
+fn floor_throughput(dir: &std::path::Path, round: usize) -> (f64, f64) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let (s0, c0) = cpu(std::process::id());
+    let t = Instant::now();
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let done = done.clone();
+            let d = dir.to_path_buf();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while done.fetch_add(1, Ordering::Relaxed) < TASKS {
+                    floor(&d, 1_000_000 * (round + 1) + w * 10_000 + n);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let rate = TASKS as f64 / t.elapsed().as_secs_f64();
+    let (s1, c1) = cpu(std::process::id());
+    (rate, ((s1 - s0) + (c1 - c0)) / TASKS as f64 * 1000.0)
 }
 
 fn request() -> TaskRequest {
@@ -214,53 +243,42 @@ fn main() {
     let (f50, o50) = (pct(&mut f, 0.5), pct(&mut o, 0.5));
     let (f90, o90) = (pct(&mut f, 0.9), pct(&mut o, 0.9));
 
-    // Throughput: the floor, 32 threads sharing 1,000 runs.
-    let done = Arc::new(AtomicUsize::new(0));
-    let floor_cpu = (cpu(std::process::id()), Instant::now());
-    let t = Instant::now();
-    let threads: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            let done = done.clone();
-            let d = dir.path().to_path_buf();
-            std::thread::spawn(move || {
-                let mut n = 0;
-                while done.fetch_add(1, Ordering::Relaxed) < TASKS {
-                    floor(&d, 100_000 + w * 10_000 + n);
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
+    // Throughput: three rounds, the floor and ours alternating, so that load drift on a
+    // shared machine hits both alike; the median round's ratio is the figure.
+    let mut rounds = Vec::new();
+    let (mut floor_cpu, mut per_bash, mut per_agent, mut per_hub) = (0.0, 0.0, 0.0, 0.0);
+    for round in 0..ROUNDS {
+        settle(pid);
+        let (rate, cpu_ms) = floor_throughput(dir.path(), round);
+        floor_cpu += cpu_ms / ROUNDS as f64;
+        settle(pid);
+        let (bench0, agent0) = (cpu(std::process::id()), cpu(pid));
+        let t = Instant::now();
+        rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..TASKS {
+                let h = hub.clone();
+                set.spawn(async move {
+                    let o = h.submit(request()).await.unwrap();
+                    assert_eq!(o.result.unwrap().expose_secret(), b"abc");
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        });
+        let our_rate = TASKS as f64 / t.elapsed().as_secs_f64();
+        let (bench1, agent1) = (cpu(std::process::id()), cpu(pid));
+        let per = |a: f64, b: f64| (b - a) / TASKS as f64 * 1000.0 / ROUNDS as f64;
+        per_bash += per(agent0.1, agent1.1);
+        per_agent += per(agent0.0, agent1.0);
+        per_hub += per(bench0.0, bench1.0);
+        rounds.push((rate, our_rate));
     }
-    let floor_rate = TASKS as f64 / t.elapsed().as_secs_f64();
-    let floor_cpu = {
-        let ((s0, c0), _) = floor_cpu;
-        let (s1, c1) = cpu(std::process::id());
-        ((s1 - s0) + (c1 - c0)) / TASKS as f64
-    };
-
-    // Throughput: ours, 1,000 submitted at once.
-    let (bench0, agent0) = (cpu(std::process::id()), cpu(pid));
-    let t = Instant::now();
-    rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..TASKS {
-            let h = hub.clone();
-            set.spawn(async move {
-                let o = h.submit(request()).await.unwrap();
-                assert_eq!(o.result.unwrap().expose_secret(), b"abc");
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            r.unwrap();
-        }
-    });
-    let our_rate = TASKS as f64 / t.elapsed().as_secs_f64();
-    let (bench1, agent1) = (cpu(std::process::id()), cpu(pid));
-    let per = |a: f64, b: f64| (b - a) / TASKS as f64 * 1000.0;
     let (after_rss, peak_rss) = rss(pid);
+    let mut ratios: Vec<f64> = rounds.iter().map(|(f, o)| o / f).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
 
     println!("agent end to end (hub -> WebSocket -> csm-agent run -> bash -> back)");
     println!("latency, {iters} tasks each, interleaved");
@@ -278,16 +296,17 @@ fn main() {
         "  ratio p50 {:.2}x  (goal <= 1.50x)",
         o50.as_secs_f64() / f50.as_secs_f64()
     );
-    println!("throughput, {TASKS} tasks");
-    println!("  floor ({WORKERS} threads running bash file): {floor_rate:.0} tasks/s");
-    println!("  csm-agent (capacity 32):                 {our_rate:.0} tasks/s");
-    println!("  ratio {:.2}x  (goal >= 0.70x)", our_rate / floor_rate);
+    println!("throughput, {TASKS} tasks a round, {ROUNDS} rounds alternating");
+    for (i, (f, o)) in rounds.iter().enumerate() {
+        println!(
+            "  round {}: floor ({WORKERS} threads running bash file) {f:.0} tasks/s, csm-agent (capacity 32) {o:.0} tasks/s, ratio {:.2}x",
+            i + 1,
+            o / f
+        );
+    }
+    println!("  ratio, median round {median:.2}x  (goal >= 0.70x)");
     println!(
-        "  CPU per task: floor {:.2} ms; ours: bash {:.2} ms, agent {:.2} ms, hub (this process) {:.2} ms",
-        floor_cpu * 1000.0,
-        per(agent0.1, agent1.1),
-        per(agent0.0, agent1.0),
-        per(bench0.0, bench1.0),
+        "  CPU per task (mean of rounds): floor {floor_cpu:.2} ms; ours: bash {per_bash:.2} ms, agent {per_agent:.2} ms, hub (this process) {per_hub:.2} ms",
     );
     println!("agent RSS (csm-agent run, from /proc)");
     println!(

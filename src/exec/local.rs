@@ -561,10 +561,18 @@ async fn run_local(exec: &LocalExecutor, job: &Job, cancel: CancellationToken) -
     reap::ensure_subreaper();
     let ready = match exec.take_ready().await {
         Some(r) => r,
-        None => match prepare(exec, false) {
-            Ok(r) => r,
-            Err(e) => return Attempt::failed(e),
-        },
+        // On the blocking pool: `posix_spawn` holds the calling thread until bash has
+        // exec'd, and on the agent's one runtime thread that would stall every other task.
+        None => {
+            let this = exec.clone();
+            match tokio::task::spawn_blocking(move || prepare(&this, false)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Attempt::failed(e),
+                Err(e) => {
+                    return Attempt::failed(io("starting /bin/bash")(std::io::Error::other(e)))
+                }
+            }
+        }
     };
     let attempt = run_ready(ready, job, cancel).await;
     // The next attempt's bash starts now, off this one's path.
