@@ -212,8 +212,7 @@ pub(super) fn render(
         }
         if value.iter().any(|&c| c == 0x01 || c == 0x7f)
             && (site.in_body
-                || syn
-                    .chain(site.scope)
+                || chain
                     .iter()
                     .any(|&s| matches!(syn.scopes[s].kind, ScopeKind::Word(Role::HereString))))
         {
