@@ -15,6 +15,7 @@
 //! - [`manager`]: the control plane's agent endpoint and dispatch hub.
 //! - [`config`]: the agent's configuration (TOML, `CSM_*` environment, flags).
 //! - [`protocol`]: the agent ↔ manager wire protocol (messages, versions, framing).
+//! - [`harden`]: what every process does to itself first (not dumpable).
 //! - [`cli`]: command-line parsing and the `test-run` command.
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod harden;
 pub mod input;
 pub mod manager;
 pub mod mask;

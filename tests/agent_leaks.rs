@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 
 use csm_agent::error::ErrorKind;
 use csm_agent::protocol::{SshCredentials, SshSpec, Target, WireSecret};
@@ -169,4 +170,76 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
         "JSON lines"
     );
     assert_eq!(leaks(&refused_line, &needles), Vec::<&str>::new());
+}
+
+/// The scripts an agent runs have its uid, yet none can read its memory or its
+/// environment: the agent is not dumpable (`src/harden.rs`), so the kernel refuses
+/// `/proc/<agent>/mem`, `/proc/<agent>/environ` and `/proc/<agent>/fd` to them, and with
+/// them every other task's values, a `CSM_TOKEN` and the agent's connection. The control runs the same probe under a dumpable parent
+/// of the same user, where both succeed, so the probe is not blind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_cannot_read_its_agents_memory_or_environment() {
+    // Root has CAP_SYS_PTRACE, which passes the kernel's check; as root the agent and the
+    // control run as the unprivileged test user instead.
+    let user = if nix::unistd::geteuid().is_root() {
+        match nix::unistd::User::from_name(support::sshd::TEST_USER) {
+            Ok(Some(u)) => Some(u),
+            _ => {
+                support::skip::skip(
+                    "a_script_cannot_read_its_agents_memory_or_environment",
+                    "running as root, and the unprivileged test user does not exist \
+                     (scripts/ci-setup-ssh.sh creates it)",
+                );
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let probe = "e=refused; m=refused; f=refused\n\
+        if v=$(tr '\\0' '\\n' 2>/dev/null </proc/$PPID/environ) && [[ $v == *CSM_PROBE_MARK=* ]]; then e=read; fi\n\
+        if { exec 5</proc/$PPID/mem; } 2>/dev/null; then m=opened; exec 5<&-; fi\n\
+        if ls /proc/$PPID/fd >/dev/null 2>&1; then f=listed; fi\n\
+        secret=\"ppid=$PPID environ=$e mem=$m fd=$f\"\n";
+
+    // Control: a dumpable bash of the same user is the probe's parent.
+    let mut control = std::process::Command::new("bash");
+    control
+        .arg("-c")
+        .arg("bash -c \"$1\"; exit $?")
+        .arg("control")
+        .arg(format!("{probe}printf '%s' \"$secret\""))
+        .env("CSM_PROBE_MARK", "1")
+        .current_dir("/tmp")
+        .stdout(std::process::Stdio::piped());
+    if let Some(u) = &user {
+        control.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+    }
+    let control = control.spawn().unwrap();
+    let parent = control.id();
+    let out = control.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ppid={parent} environ=read mem=opened fd=listed"),
+        "the probe must see a dumpable parent's environment and memory"
+    );
+
+    let m = TestManager::start(fast_hub()).await;
+    let mut o = AgentOpts::named("harden");
+    o.selectors = vec!["harden".into()];
+    o.env.push(("CSM_PROBE_MARK".into(), "1".into()));
+    o.user = user;
+    let agent = AgentProc::start(&m.url(), &m.token_file(), o);
+    m.wait_connected("harden").await;
+    let t = task(probe, &[], &["harden"], PATIENCE);
+    let got = m.hub.submit(t).await.unwrap().result.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(got.expose_secret()),
+        format!(
+            "ppid={} environ=refused mem=refused fd=refused",
+            agent.pid()
+        ),
+        "{}",
+        agent.logs()
+    );
 }

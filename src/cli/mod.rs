@@ -74,6 +74,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    // Before anything reads a token, a key or a value (src/harden.rs).
+    if crate::harden::not_dumpable().is_err() {
+        eprintln!("error[internal]: cannot make the process non-dumpable (prctl)");
+        return ErrorKind::Internal.exit_code();
+    }
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     match Cli::try_parse_from(&args) {
         Ok(cli) => main(cli),

@@ -251,6 +251,9 @@ pub struct AgentOpts {
     pub args: Vec<String>,
     /// Log filter (`CSM_LOG`).
     pub log: String,
+    /// Run as this user (the test runs as root): the agent gets its own copies of the
+    /// binary and the token, in its directory, which it owns.
+    pub user: Option<nix::unistd::User>,
 }
 
 impl AgentOpts {
@@ -263,6 +266,7 @@ impl AgentOpts {
             env: Vec::new(),
             args: Vec::new(),
             log: "debug".into(),
+            user: None,
         }
     }
 }
@@ -274,12 +278,33 @@ impl AgentProc {
         let log = dir.path().join("agent.log");
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, "").unwrap();
-        let mut cmd = Command::new(bin());
+        let (program, token_file) = match &opts.user {
+            None => (PathBuf::from(bin()), token_file.to_path_buf()),
+            Some(u) => {
+                // The checkout may not be reachable by another user. `cp` writes the copy,
+                // so no descriptor open for writing it is ever in this process, where a
+                // concurrent test's fork could carry it into a child and make the exec
+                // below fail with ETXTBSY.
+                let (program, token) = (dir.path().join("csm-agent"), dir.path().join("token"));
+                let cp = Command::new("cp")
+                    .arg(bin())
+                    .arg(&program)
+                    .status()
+                    .unwrap();
+                assert!(cp.success(), "cp csm-agent: {cp}");
+                std::fs::copy(token_file, &token).unwrap();
+                for p in [dir.path(), &config, &program, &token] {
+                    nix::unistd::chown(p, Some(u.uid), Some(u.gid)).unwrap();
+                }
+                (program, token)
+            }
+        };
+        let mut cmd = Command::new(program);
         cmd.arg("run")
             .arg("--manager")
             .arg(url)
             .arg("--token-file")
-            .arg(token_file)
+            .arg(&token_file)
             .arg("--name")
             .arg(&opts.name);
         for s in &opts.selectors {
@@ -305,6 +330,11 @@ impl AgentProc {
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
             ));
+        if let Some(u) = &opts.user {
+            cmd.uid(u.uid.as_raw())
+                .gid(u.gid.as_raw())
+                .current_dir(dir.path());
+        }
         // Its own process group, so a test can find what its scripts left behind.
         cmd.process_group(0);
         let child = cmd.spawn().expect("spawn csm-agent run");
