@@ -375,10 +375,17 @@ fn descriptors_the_agent_inherited_do_not_reach_the_script() {
     let spawn = |cmd: &mut Command| {
         let f = std::fs::File::open(&private).unwrap();
         let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
-        // SAFETY: dup2 and close are async-signal-safe; `raw` is open in the child.
+        // SAFETY: dup2 and fcntl are async-signal-safe; `raw` is open in the child.
         unsafe {
             cmd.pre_exec(move || {
-                if nix::libc::dup2(raw, 9) < 0 {
+                // With other tests opening files concurrently, `raw` may itself be 9, and
+                // dup2 onto itself would leave it close-on-exec.
+                let ok = if raw == 9 {
+                    nix::libc::fcntl(9, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(raw, 9)
+                };
+                if ok < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
