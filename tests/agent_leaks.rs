@@ -2,7 +2,8 @@
 //! contain a variable value, a stored-secret value, a returned secret, an SSH password,
 //! a token, or the contents of a malformed frame. Positive controls show that the scan
 //! finds what it looks for, that the logs were captured at the level claimed, and that
-//! every needle really crossed the system.
+//! every needle really crossed the system. And the other way out of an agent: a script
+//! cannot read the agent's memory, environment or descriptors through /proc.
 
 mod support;
 
@@ -175,8 +176,9 @@ async fn no_secret_value_or_token_reaches_either_sides_logs() {
 /// The scripts an agent runs have its uid, yet none can read its memory or its
 /// environment: the agent is not dumpable (`src/harden.rs`), so the kernel refuses
 /// `/proc/<agent>/mem`, `/proc/<agent>/environ` and `/proc/<agent>/fd` to them, and with
-/// them every other task's values, a `CSM_TOKEN` and the agent's connection. The control runs the same probe under a dumpable parent
-/// of the same user, where both succeed, so the probe is not blind.
+/// them every other task's values, a `CSM_TOKEN` and the agent's connection. The control
+/// runs the same probe under a dumpable parent of the same user, where all three succeed,
+/// so the probe is not blind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_cannot_read_its_agents_memory_or_environment() {
     // Root has CAP_SYS_PTRACE, which passes the kernel's check; as root the agent and the
