@@ -1,4 +1,5 @@
-//! The agent ↔ manager wire protocol: message types, version negotiation and framing.
+//! The agent ↔ manager wire protocol: message types, version negotiation and framing, and
+//! the batched writer loop both sides run ([`write_queued`]).
 //!
 //! JSON text frames over WebSocket (`docs/protocol.md#agent-protocol` is the
 //! specification, with an example of every message). There is one enum per direction,
@@ -553,6 +554,57 @@ pub fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FrameErro
 pub fn encode<T: Serialize>(msg: &T) -> String {
     // Serialising these types cannot fail: every map key is a string.
     serde_json::to_string(msg).unwrap_or_else(|_| String::from("{\"type\":\"unencodable\"}"))
+}
+
+/// Most frames a writer sends with one flush: what is queued goes out together (under load,
+/// several tasks or results share a write and one wake-up of the peer), never unboundedly.
+pub const WRITE_BATCH: usize = 64;
+
+/// One queued item, as a writer sends it.
+pub enum Outgoing<M> {
+    /// A frame; more may follow.
+    Frame(M),
+    /// The last frame (a close): sent, then the sink is closed.
+    Last(M),
+}
+
+/// The writers' loop on both sides: send `first` and whatever else is already queued in
+/// `rx` (at most [`WRITE_BATCH`] frames), then flush once. `Break` when the writer is done:
+/// the sink failed, or the last frame went out.
+pub async fn write_queued<T, M, S>(
+    sink: &mut S,
+    first: T,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    frame: impl Fn(T) -> Outgoing<M>,
+) -> std::ops::ControlFlow<()>
+where
+    S: futures_util::Sink<M> + Unpin,
+{
+    use futures_util::SinkExt;
+    use std::ops::ControlFlow::{Break, Continue};
+    let mut item = first;
+    for _ in 0..WRITE_BATCH {
+        match frame(item) {
+            Outgoing::Frame(m) => {
+                if sink.feed(m).await.is_err() {
+                    return Break(());
+                }
+            }
+            Outgoing::Last(m) => {
+                let _ = sink.send(m).await;
+                let _ = sink.close().await;
+                return Break(());
+            }
+        }
+        match rx.try_recv() {
+            Ok(next) => item = next,
+            Err(_) => break,
+        }
+    }
+    match sink.flush().await {
+        Ok(()) => Continue(()),
+        Err(_) => Break(()),
+    }
 }
 
 /// The `type` of a frame whose type this build does not know, if it is a short, plain

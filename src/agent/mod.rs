@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorKind;
 use crate::protocol::{
-    self, AgentMessage, Hello, ManagerMessage, RejectReason, Rejected, ResultOutcome,
+    self, AgentMessage, Hello, ManagerMessage, Outgoing, RejectReason, Rejected, ResultOutcome,
     SshCredentials, Target, Task, TaskKind, TaskResult,
 };
 use backoff::{Backoff, BackoffConfig};
@@ -243,31 +243,13 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Frames sent with one flush at most: what is queued goes out together (under load,
-/// several results share a write and one wake-up of the manager), but never unboundedly.
-const BATCH: usize = 64;
-
 async fn writer(mut sink: SplitSink<Socket, Message>, mut rx: mpsc::UnboundedReceiver<Out>) {
-    while let Some(mut o) = rx.recv().await {
-        for _ in 0..BATCH {
-            match o {
-                Out::Text(t) => {
-                    if sink.feed(Message::Text(t.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Out::Close(code, reason) => {
-                    let _ = sink.send(close_frame(code, reason)).await;
-                    let _ = sink.close().await;
-                    return;
-                }
-            }
-            match rx.try_recv() {
-                Ok(next) => o = next,
-                Err(_) => break,
-            }
-        }
-        if sink.flush().await.is_err() {
+    while let Some(o) = rx.recv().await {
+        let sent = protocol::write_queued(&mut sink, o, &mut rx, |o| match o {
+            Out::Text(t) => Outgoing::Frame(Message::Text(t.into())),
+            Out::Close(code, reason) => Outgoing::Last(close_frame(code, reason)),
+        });
+        if sent.await.is_break() {
             return;
         }
     }

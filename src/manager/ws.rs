@@ -28,12 +28,10 @@ use tokio_util::task::TaskTracker;
 
 use super::hub::{Hub, Outbound};
 use super::AgentTokens;
-use crate::protocol::{self, AgentMessage, Hello, ManagerMessage};
+use crate::protocol::{self, AgentMessage, Hello, ManagerMessage, Outgoing};
 
 /// Longest agent id accepted in `hello`.
 const MAX_AGENT_ID: usize = 128;
-/// Frames sent with one flush at most.
-const BATCH: usize = 64;
 
 /// What every session shares.
 pub(crate) struct Endpoint {
@@ -153,28 +151,12 @@ async fn session(socket: WebSocket, ep: Arc<Endpoint>) {
         if sink.send(Message::Text(welcome.into())).await.is_err() {
             return;
         }
-        // What is queued goes out with one flush (at most BATCH frames): under load,
-        // several tasks and acks share a write and one wake-up of the agent.
-        while let Some(mut out) = outbound.recv().await {
-            for _ in 0..BATCH {
-                match out {
-                    Outbound::Message(m) => {
-                        let text = protocol::encode(&m);
-                        if sink.feed(Message::Text(text.into())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Outbound::Close(code, reason) => {
-                        let _ = sink.send(close(code, reason)).await;
-                        return;
-                    }
-                }
-                match outbound.try_recv() {
-                    Ok(next) => out = next,
-                    Err(_) => break,
-                }
-            }
-            if sink.flush().await.is_err() {
+        while let Some(out) = outbound.recv().await {
+            let sent = protocol::write_queued(&mut sink, out, &mut outbound, |o| match o {
+                Outbound::Message(m) => Outgoing::Frame(Message::Text(protocol::encode(&m).into())),
+                Outbound::Close(code, reason) => Outgoing::Last(close(code, reason)),
+            });
+            if sent.await.is_break() {
                 return;
             }
         }
